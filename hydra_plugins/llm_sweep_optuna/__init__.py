@@ -1,0 +1,1 @@
+"""llm_sweep's Optuna sweeper for Hydra: `--multirun hydra/sweeper=optuna`."""

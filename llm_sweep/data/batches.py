@@ -1,0 +1,81 @@
+"""Training and evaluation batches cut from a token shard.
+
+A training batch is a pure function of (seed, rank, step, micro): resuming at a
+step reproduces exactly the batches an uninterrupted run would have seen, with no
+sampler state to checkpoint.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from llm_sweep.data.shards import TokenShard
+from llm_sweep.errors import DataError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class BatchSampler:
+    """Random windows of `seq_len + 1` tokens: inputs and next-token targets."""
+
+    def __init__(self, shard: TokenShard, micro_batch_size: int, seq_len: int, seed: int,
+                 rank: int = 0, device: str | torch.device = "cpu"):
+        _require_windows(shard, seq_len)
+        self.shard = shard
+        self.micro_batch_size = micro_batch_size
+        self.seq_len = seq_len
+        self.seed = seed
+        self.rank = rank
+        self.device = torch.device(device)
+        self._window = np.arange(seq_len + 1)
+
+    def get(self, step: int, micro: int) -> Batch:
+        """`(x, y)`, each `(micro_batch_size, seq_len)` int64 on the device; y is x shifted by one."""
+        rng = np.random.default_rng([self.seed, self.rank, step, micro])
+        starts = rng.integers(0, len(self.shard) - self.seq_len, size=self.micro_batch_size)
+        return _to_device(self.shard.tokens[starts[:, None] + self._window], self.device)
+
+
+def iter_eval_batches(shard: TokenShard, micro_batch_size: int, seq_len: int,
+                      max_batches: int | None = None,
+                      device: str | torch.device = "cpu") -> Iterator[Batch]:
+    """Contiguous windows from the start of the split, the same on every call.
+
+    Window i covers tokens [i * seq_len, (i + 1) * seq_len], so every token after the
+    first is predicted exactly once. Windows are grouped into full batches and a
+    trailing partial batch is dropped, unless the split is too short for one full
+    batch: then that partial batch is the whole evaluation.
+    """
+    _require_windows(shard, seq_len)
+    n_windows = (len(shard) - 1) // seq_len
+    starts = np.arange(n_windows) * seq_len
+    groups = [starts[i:i + micro_batch_size]
+              for i in range(0, n_windows - micro_batch_size + 1, micro_batch_size)] or [starts]
+    window = np.arange(seq_len + 1)
+    device = torch.device(device)
+    return (_to_device(shard.tokens[group[:, None] + window], device)
+            for group in groups[:max_batches])
+
+
+def _require_windows(shard: TokenShard, seq_len: int) -> None:
+    if seq_len + 1 > len(shard):
+        raise DataError(f"batch.seq_len={seq_len} needs windows of {seq_len + 1} tokens but the "
+                        f"{shard.path.stem} split ({shard.path}) has only {len(shard):,} tokens; "
+                        "lower batch.seq_len or give the split more data (data.val_fraction)")
+
+
+def _to_device(windows: np.ndarray, device: torch.device) -> Batch:
+    """Inputs and targets from (B, T + 1) windows, as one host buffer and one copy."""
+    batch, width = windows.shape
+    pair = np.empty((2, batch, width - 1), dtype=np.int64)
+    pair[0] = windows[:, :-1]
+    pair[1] = windows[:, 1:]
+    tensor = torch.from_numpy(pair)
+    if device.type == "cuda":
+        # pinned memory lets the copy overlap with compute on the current stream
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    elif device.type != "cpu":
+        tensor = tensor.to(device)
+    return tensor[0], tensor[1]

@@ -1,0 +1,129 @@
+"""SophiaG: Sophia with the Gauss-Newton-Bartlett Hessian estimate (Liu et al., 2023)."""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from llm_sweep.optim.hooks import Autocast, OptimizerHook
+
+_TINY = 1e-15  # keeps the ratio finite where the Hessian estimate is still zero
+
+
+class SophiaG(torch.optim.Optimizer):
+    """Clipped, Hessian-preconditioned momentum.
+
+    Every coordinate moves by at most `lr` per step:
+        p <- p * (1 - lr * weight_decay)
+        m <- beta1 * m + (1 - beta1) * g
+        p <- p - lr * clip(m / (rho * bs * h + 1e-15), -1, 1)
+    where `h` is an EMA (beta2) of the diagonal Hessian estimate, refreshed by
+    `update_hessian()` every few steps (see `SophiaHessianHook`), and `bs` is the
+    number of tokens in the batch that produced `g`.
+
+    `win_rate` is the fraction of coordinates whose last update was not clipped,
+    kept as a 0-d tensor on the parameters' device so reading it costs no host sync.
+    """
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.965, 0.99), rho: float = 0.04,
+                 weight_decay: float = 0.1, *, maximize: bool = False):
+        if lr < 0:
+            raise ValueError(f"SophiaG: lr={lr} must be >= 0")
+        if not all(0 <= beta < 1 for beta in betas):
+            raise ValueError(f"SophiaG: betas={betas} must be in [0, 1)")
+        if rho < 0:
+            raise ValueError(f"SophiaG: rho={rho} must be >= 0")
+        if weight_decay < 0:
+            raise ValueError(f"SophiaG: weight_decay={weight_decay} must be >= 0")
+        defaults = dict(lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, defaults)
+        self.win_rate = torch.tensor(float("nan"))  # NaN until the first step
+
+    def _param_state(self, p: Tensor) -> dict[str, Tensor]:
+        state = self.state[p]
+        if not state:
+            # A CPU float step counter, as torch's own optimizers keep it: no device sync.
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["hessian"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    @torch.no_grad()
+    def update_hessian(self) -> None:
+        """Folds the squared current gradients into the Hessian EMA."""
+        for group in self.param_groups:
+            beta2 = group["betas"][1]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                hessian = self._param_state(p)["hessian"]
+                hessian.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], float]] = None, *, bs: int) -> Optional[float]:
+        """One update; `bs` is the number of tokens behind the current gradients."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        unclipped: list[Tensor] = []
+        numel = 0
+        for group in self.param_groups:
+            lr, rho, decay = group["lr"], group["rho"], group["weight_decay"]
+            beta1 = group["betas"][0]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = -p.grad if group["maximize"] else p.grad
+                state = self._param_state(p)
+                state["step"] += 1
+                p.mul_(1 - lr * decay)
+                exp_avg = state["exp_avg"]
+                exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+                ratio = exp_avg.abs().div_(state["hessian"] * (rho * bs) + _TINY)
+                unclipped.append((ratio < 1).sum())
+                numel += ratio.numel()
+                p.addcmul_(exp_avg.sign(), ratio.clamp_(max=1), value=-lr)
+        if numel:
+            self.win_rate = torch.stack(unclipped).sum() / numel
+        return loss
+
+
+class SophiaHessianHook(OptimizerHook):
+    """Passes the batch size to `SophiaG.step` and refreshes its Hessian estimate.
+
+    Gauss-Newton-Bartlett: with labels sampled from the model's own predictive
+    distribution, the squared gradient of the cross-entropy estimates the diagonal of
+    the Gauss-Newton matrix. The gradient of a mean over `bs` tokens carries a 1/bs
+    factor, which `SophiaG.step` undoes by scaling the Hessian with `bs`.
+    """
+
+    def __init__(self, optimizer: SophiaG, tokens_per_step: int, hessian_interval: int):
+        self.optimizer = optimizer
+        self.tokens_per_step = tokens_per_step
+        self.hessian_interval = hessian_interval
+
+    def step_kwargs(self) -> dict[str, int]:
+        return {"bs": self.tokens_per_step}
+
+    def after_step(self, step: int, model: nn.Module, inputs: Tensor,
+                   autocast: Autocast) -> dict[str, Tensor | float]:
+        if (step + 1) % self.hessian_interval == 0:
+            self._refresh_hessian(model, inputs, autocast)
+        return {"optim/win_rate": self.optimizer.win_rate}
+
+    def _refresh_hessian(self, model: nn.Module, inputs: Tensor, autocast: Autocast) -> None:
+        # Gradients left over from the training step must not leak into the estimate.
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            logits = model(inputs)
+        logits = logits.float().flatten(0, -2)  # (B*T, V)
+        with torch.no_grad():
+            # y ~ Categorical(softmax(logits)), with one (B*T, V) copy instead of two.
+            labels = torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(-1)
+        F.cross_entropy(logits, labels).backward()
+        self.optimizer.update_hessian()
+        self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,95 @@
+"""Tokens, tokens/param and compute per model preset in a time budget.
+
+    python -m llm_sweep.plan --budget 3h --seq-len 512                     # MFU 0.36 on an A100
+    python -m llm_sweep.plan --budget 3h --tokens-per-s 100000             # one rate for all
+    python -m llm_sweep.plan --budget 3h --mfu 0.40 --peak-flops 989e12    # an H100
+    python -m llm_sweep.plan --budget 3h --bench bench.json                # a measured MFU
+    python -m llm_sweep.plan --budget 10m --probe --presets tiny --device cpu
+
+--bench takes the mode with the most tokens/s and the peak it implies
+(tokens/s x FLOPs per token / MFU); each preset then gets that MFU on that peak.
+Marks the presets nearest 20 tokens/param (Chinchilla) and the seed run's 6.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+from llm_sweep.config import parse_duration
+from llm_sweep.errors import LlmSweepError
+from llm_sweep.hardware import resolve_device
+from llm_sweep.reporting.plan import (format_plan, load_presets, mfu_throughput, plan_rows,
+                                      preset_cost, read_bench)
+
+DEFAULT_MFU = 0.36  # the seed run: wide3 at ~100k tokens/s on one A100
+DEFAULT_PEAK_FLOPS = 312e12  # A100 dense bf16
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m llm_sweep.plan", description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", default="3h", help="training time: 3h, 90m, 45s or seconds (default 3h)")
+    parser.add_argument("--seq-len", type=int, default=512, help="sequence length (default 512)")
+    parser.add_argument("--presets", help="comma-separated presets of conf/model/ (default: all)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--tokens-per-s", type=float, help="the same throughput for every preset")
+    source.add_argument("--mfu", type=float, help=f"model FLOPs utilization on --peak-flops "
+                                                  f"(the default source: {DEFAULT_MFU})")
+    source.add_argument("--bench", type=Path, metavar="FILE.json",
+                        help="a bench.json of `python -m llm_sweep.bench`")
+    source.add_argument("--probe", action="store_true", help="time a few training steps per preset here")
+    parser.add_argument("--peak-flops", type=float,
+                        help=f"the peak FLOP/s of --mfu (default {DEFAULT_PEAK_FLOPS:g}, an A100 in bf16)")
+    probe = parser.add_argument_group("--probe")
+    probe.add_argument("--probe-steps", type=int, default=3, help="timed steps per preset (default 3)")
+    probe.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    probe.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
+    probe.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
+    parser.add_argument("--out", type=Path, metavar="FILE.md", help="also write the table here")
+    args = parser.parse_args(argv)
+    if args.peak_flops is not None and (args.tokens_per_s or args.bench or args.probe):
+        parser.error("--peak-flops goes with --mfu (or the default MFU), not another throughput source")
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    try:
+        budget_s = parse_duration(args.budget)
+        presets = load_presets(args.presets.split(",") if args.presets else None)
+        costs = [preset_cost(config, args.seq_len) for config in presets]
+        notes: dict[str, str] = {}
+        if args.tokens_per_s is not None:
+            rates = {cost.name: args.tokens_per_s for cost in costs}
+            source = f"{args.tokens_per_s:,.0f} tokens/s for every preset"
+        elif args.bench is not None:
+            bench = read_bench(args.bench)
+            rates = mfu_throughput(costs, bench.mfu, bench.peak_flops)
+            source = (f"MFU {bench.mfu:.3f} of {bench.peak_flops / 1e12:.0f} TFLOP/s, the best mode "
+                      f"({bench.mode}) of {args.bench}")
+        elif args.probe:
+            from llm_sweep.reporting.probe import probe_presets  # imports the training stack
+
+            device = resolve_device(args.device)
+            rates, notes = probe_presets(presets, device, args.dtype, args.batch_size, args.seq_len,
+                                         args.probe_steps)
+            source = (f"measured: {args.probe_steps} eager AdamW steps of {args.batch_size} x "
+                      f"{args.seq_len} tokens, {args.dtype}, on {device}")
+        else:
+            mfu = args.mfu if args.mfu is not None else DEFAULT_MFU
+            peak = args.peak_flops or DEFAULT_PEAK_FLOPS
+            rates = mfu_throughput(costs, mfu, peak)
+            source = f"MFU {mfu:.2f} of {peak / 1e12:.0f} TFLOP/s" + (
+                " (default: the seed's A100 run)" if args.mfu is None and args.peak_flops is None else "")
+    except LlmSweepError as err:
+        raise SystemExit(f"error: {err}") from None
+    header = (f"Plan for {args.budget} ({budget_s:,.0f} s) at seq_len {args.seq_len}. "
+              f"Throughput: {source}.")
+    table = format_plan(plan_rows(costs, rates, budget_s, args.seq_len, notes), header)
+    print(table, end="")
+    if args.out:
+        args.out.write_text(table)
+
+
+if __name__ == "__main__":
+    main()

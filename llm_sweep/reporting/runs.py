@@ -1,0 +1,184 @@
+"""Training runs read from MLflow into flat rows: config, size, speed, final metrics and
+the validation-loss curve."""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
+
+from llm_sweep.errors import ConfigError, DataError
+from llm_sweep.tracking.store import connect, resolve_uri, sqlite_path
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+FINISHED = "FINISHED"
+NULLS = ("None", "null", "")  # how a param logged from None can read
+# The params that decide a run's result; runs equal in all of them but the seed are
+# repeats of one config, and their spread is the noise level.
+RESULT_PARAM_PREFIXES = ("model.", "optim.", "schedule.", "batch.", "budget.", "data.name")
+PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class ValPoint:
+    """One evaluation: the step, the tokens and wall-clock seconds spent by then, the loss."""
+
+    step: int
+    tokens: float
+    elapsed_s: float
+    loss: float
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    name: str
+    experiment: str
+    status: str
+    preset: str
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    params: int
+    non_embedding_params: int
+    optimizer: str
+    lr: float
+    budget: str
+    seed: Optional[int]
+    tokens: Optional[float] = None
+    tokens_per_param: Optional[float] = None
+    tokens_per_s: Optional[float] = None  # median of the logged windows
+    mfu: Optional[float] = None  # median of the logged windows
+    val_loss: Optional[float] = None
+    val_ppl: Optional[float] = None
+    val_acc: Optional[float] = None
+    curve: tuple[ValPoint, ...] = ()
+    config_key: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    @property
+    def tokens_per_non_embedding_param(self) -> Optional[float]:
+        return None if self.tokens is None else self.tokens / self.non_embedding_params
+
+    @property
+    def finished(self) -> bool:
+        return self.status == FINISHED and self.val_loss is not None
+
+    @property
+    def shape(self) -> tuple[str, int, int, int]:
+        return self.arch, self.n_layer, self.n_embd, self.n_head
+
+
+def open_client(tracking_uri: Optional[str], cwd: Path) -> tuple["MlflowClient", str]:
+    """A client on an existing store; a missing SQLite file is an error, never created."""
+    uri = resolve_uri(tracking_uri, cwd)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise DataError(f"no MLflow store at {db}: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    return connect(uri), uri
+
+
+def fetch_runs(client: "MlflowClient", experiments: Sequence[str] = (), parent: Optional[str] = None,
+               filter_string: str = "") -> list[RunRow]:
+    """The training runs of the named experiments (or of the parent's) matching every
+    condition given; runs without model-size params (e.g. sweep parents) are left out."""
+    experiment_ids = [_experiment_id(client, name) for name in experiments]
+    conditions = [filter_string.strip()] if filter_string.strip() else []
+    if parent:
+        if not experiment_ids:
+            experiment_ids = [_parent_run(client, parent).info.experiment_id]
+        conditions.append(f"tags.mlflow.parentRunId = '{parent}'")
+    if not experiment_ids:
+        raise ConfigError("select runs with --experiment NAME and/or --parent RUN_ID")
+    names = {eid: client.get_experiment(eid).name for eid in experiment_ids}
+    rows, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, " and ".join(conditions),
+                                  max_results=PAGE_SIZE, page_token=token)
+        rows += [_row(client, run, names[run.info.experiment_id])
+                 for run in page if "model.params" in run.data.params]
+        token = page.token
+        if not token:
+            return rows
+
+
+def _experiment_id(client: "MlflowClient", name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        known = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise ConfigError(f"--experiment {name!r} does not exist; experiments: {known}")
+    return experiment.experiment_id
+
+
+def _parent_run(client: "MlflowClient", run_id: str) -> "Run":
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        raise ConfigError(f"--parent {run_id!r} is not a run in this store") from exc
+
+
+def budget_label(params: dict[str, str]) -> str:
+    """`3h`, `200 steps`, `1000000 tokens`, or several joined by ` / ` (the first to bind)."""
+    parts = []
+    for key, unit in (("budget.time", ""), ("budget.steps", " steps"), ("budget.tokens", " tokens")):
+        value = params.get(key, "None")
+        if value not in NULLS:
+            parts.append(f"{value}{unit}")
+    return " / ".join(parts) or "none"
+
+
+def _row(client: "MlflowClient", run: "Run", experiment: str) -> RunRow:
+    params, metrics, run_id = run.data.params, run.data.metrics, run.info.run_id
+    n_embd, n_head, seed = int(params["model.n_embd"]), params["model.n_head"], params["seed"]
+    return RunRow(
+        run_id=run_id, name=run.info.run_name or run_id[:8], experiment=experiment,
+        status=run.info.status, preset=params["model.name"], arch=params["model.arch"],
+        n_layer=int(params["model.n_layer"]), n_embd=n_embd,
+        n_head=n_embd // int(params["model.head_dim"]) if n_head in NULLS else int(n_head),
+        params=int(params["model.params"]),
+        non_embedding_params=int(params["model.non_embedding_params"]),
+        optimizer=params["optim.name"], lr=float(params["optim.lr"]),
+        budget=budget_label(params), seed=None if seed in NULLS else int(seed),
+        # A run that did not finish shows what it had seen when it stopped.
+        tokens=metrics.get("final/tokens", metrics.get("progress/tokens")),
+        tokens_per_param=metrics.get("final/tokens_per_param", metrics.get("progress/tokens_per_param")),
+        tokens_per_s=_median_history(client, run_id, "perf/tokens_per_s"),
+        mfu=_median_history(client, run_id, "perf/mfu"),
+        val_loss=metrics.get("final/val_loss"), val_ppl=metrics.get("final/val_ppl"),
+        val_acc=metrics.get("final/val_acc"),
+        curve=_val_curve(client, run_id, int(params["tokens_per_step"])),
+        config_key=tuple(sorted((k, v) for k, v in params.items() if k.startswith(RESULT_PARAM_PREFIXES))),
+    )
+
+
+def _median_history(client: "MlflowClient", run_id: str, key: str) -> Optional[float]:
+    """Robust to the first window (compile warm-up on CUDA) and to a short last one."""
+    values = [m.value for m in client.get_metric_history(run_id, key)]
+    return statistics.median(values) if values else None
+
+
+def _val_curve(client: "MlflowClient", run_id: str, tokens_per_step: int) -> tuple[ValPoint, ...]:
+    """val/loss per step with the tokens seen by then (a fixed number per step) and the
+    wall-clock time interpolated from the progress/elapsed_s logged every log_interval
+    steps (evaluations can fall in between)."""
+    losses = {m.step: m.value for m in client.get_metric_history(run_id, "val/loss")}
+    if not losses:
+        return ()
+    steps = sorted(losses)
+    logged = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "progress/elapsed_s"))
+    if logged:
+        # (0, 0) anchors evaluations before the first log; past the last log, the last value.
+        xs, ys = zip(*([(0, 0.0)] + logged))
+        elapsed = [float(s) for s in np.interp(steps, xs, ys)]
+    else:
+        elapsed = [math.nan] * len(steps)
+    return tuple(ValPoint(step, float(step * tokens_per_step), seconds, losses[step])
+                 for step, seconds in zip(steps, elapsed))

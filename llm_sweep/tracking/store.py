@@ -1,0 +1,161 @@
+"""Where runs are recorded: the tracking URI, a bounded reachability check, the
+experiment, and retries for the transient errors of a store shared by many jobs.
+
+SQLite: many jobs starting at once on a fresh file race in MLflow's schema migration,
+so each process opens the store and gets or creates its experiment under a file lock
+next to the database; after that, writers share the file through SQLite's busy
+timeout plus `with_retries` for the rare write that waits longer.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
+
+from filelock import FileLock
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+SQLITE_PREFIX = "sqlite:///"
+PROBE_TIMEOUT_S = 5.0
+LOCK_TIMEOUT_S = 300.0
+MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+# MLflow retries a failing HTTP call 7 times with a 120 s timeout each: minutes of
+# waiting per call when a server is down. A training job would rather drop a metric.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+T = TypeVar("T")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached or opened."""
+
+
+def resolve_uri(configured: Optional[str], base_dir: Path) -> str:
+    """The tracking URI with a relative SQLite path made absolute against `base_dir`.
+
+    tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db. Absolute, so jobs
+    whose working directory differs (submitit, Slurm) write to the same database.
+    """
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if not uri.startswith(SQLITE_PREFIX):
+        return uri
+    path, query = _split_sqlite(uri)
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    return f"{SQLITE_PREFIX}{path.resolve()}{query}"
+
+
+def _split_sqlite(uri: str) -> tuple[Path, str]:
+    rest = uri[len(SQLITE_PREFIX):]
+    path, sep, query = rest.partition("?")
+    return Path(path).expanduser(), sep + query
+
+
+def sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of a resolved sqlite:/// URI, else None."""
+    return _split_sqlite(uri)[0] if uri.startswith(SQLITE_PREFIX) else None
+
+
+def probe(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail within `timeout_s` if an HTTP tracking server does not answer /health, and
+    bound how long MLflow's own HTTP calls may wait (unless set in the environment)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    host = parts.netloc.rpartition("@")[2]  # credentials are for the API, not /health
+    health = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s):
+            pass
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingUnavailable(f"no answer from {health}: {reason}") from exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A locked SQLite database or a store that asks to try again later."""
+    text = str(exc)
+    return ("database is locked" in text or "OperationalError" in type(exc).__name__
+            or getattr(exc, "error_code", None) == "TEMPORARILY_UNAVAILABLE")
+
+
+def with_retries(action: Callable[[], T], attempts: int = 6, first_delay_s: float = 0.5) -> T:
+    """`action()`, retried with jittered exponential backoff while it fails transiently."""
+    delay = first_delay_s
+    for _ in range(attempts - 1):
+        try:
+            return action()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+        time.sleep(delay * random.uniform(1.0, 1.5))
+        delay *= 2
+    return action()
+
+
+def open_experiment(uri: str, name: str) -> tuple["MlflowClient", str]:
+    """A client on `uri` and the id of experiment `name`, created if needed."""
+    probe(uri)
+    db = sqlite_path(uri)
+    if db is None:
+        return _open(uri, name, artifact_location=None)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # Artifacts beside the database, not in ./mlruns (which MLflow would later mistake
+    # for a file store) nor relative to whichever directory a job happens to run in.
+    artifacts = (db.parent / "mlartifacts").as_uri()
+    with FileLock(f"{db}.lock", timeout=LOCK_TIMEOUT_S):
+        return _open(uri, name, artifact_location=artifacts)
+
+
+def _open(uri: str, name: str, artifact_location: Optional[str]) -> tuple["MlflowClient", str]:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = with_retries(lambda: MlflowClient(tracking_uri=uri))  # opens (and migrates) the store
+    experiment = with_retries(lambda: client.get_experiment_by_name(name))
+    if experiment is None:
+        try:
+            return client, with_retries(lambda: client.create_experiment(name, artifact_location))
+        except MlflowException as exc:  # another process created it first (no lock on servers)
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return client, experiment.experiment_id
+
+
+def connect(uri: str) -> "MlflowClient":
+    """A client on an existing store (a sweep's, opened once by its launcher)."""
+    from mlflow import MlflowClient
+
+    probe(uri)
+    db = sqlite_path(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    with FileLock(f"{db}.lock", timeout=LOCK_TIMEOUT_S):
+        return with_retries(lambda: MlflowClient(tracking_uri=uri))
+
+
+def log_params(client: "MlflowClient", run_id: str, params: dict[str, str]) -> None:
+    """Log params in as few calls as MLflow's per-call limit allows."""
+    from mlflow.entities import Param
+
+    items = list(params.items())
+    for start in range(0, len(items), MAX_PARAMS_PER_CALL):
+        chunk = [Param(key, value) for key, value in items[start:start + MAX_PARAMS_PER_CALL]]
+        with_retries(lambda: client.log_batch(run_id, params=chunk))

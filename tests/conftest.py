@@ -1,0 +1,34 @@
+"""Shared test set-up: one token cache per test session, shared with subprocesses."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Tiny shapes that train in seconds on 2 CPU cores.
+TINY = [
+    "model.n_layer=1", "model.n_embd=64", "model.head_dim=32",
+    "batch.micro_batch_size=4", "batch.grad_accum=1", "batch.seq_len=32",
+    "budget.time=null", "budget.steps=6", "eval.interval=0", "eval.batches=2",
+    "eval.final_batches=2", "tracking=none",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_cache(tmp_path_factory) -> Path:
+    """Point every run (in-process and subprocess) at one session-wide token cache."""
+    cache = Path(os.environ.get("LLM_SWEEP_TEST_CACHE") or tmp_path_factory.mktemp("token_cache"))
+    os.environ["LLM_SWEEP_CACHE"] = str(cache)
+    return cache
+
+
+def run_app(args: list[str], cwd: Path, module: str = "llm_sweep", timeout: float = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m <module> <args>` as a real process and capture its output."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})

@@ -1,0 +1,44 @@
+"""A tiny Hydra app for the Optuna sweeper tests: returns (x - 2)^2 + y^2.
+
+Like the training job, it reports `val/loss` at each step to the pruning reporter and,
+when pruned, writes status.json {"status": "pruned"} and returns NaN.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from llm_sweep.sweeping.pruning import OptunaPruningReporter
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    loss = (cfg.x - 2) ** 2 + cfg.y ** 2
+    if cfg.fail_above is not None and cfg.x > cfg.fail_above:
+        raise ValueError(f"x={cfg.x} is above {cfg.fail_above}")
+    if cfg.steps and pruned(loss, cfg.steps):
+        status = Path(HydraConfig.get().runtime.output_dir) / "status.json"
+        status.write_text(json.dumps({"status": "pruned"}))
+        return float("nan")
+    return loss
+
+
+def pruned(loss: float, steps: int) -> bool:
+    """Report a val/loss that approaches `loss` at each step; True if the trial was pruned."""
+    reporter = OptunaPruningReporter.from_env()
+    assert reporter is not None, "steps > 0 needs an Optuna sweep with a storage"
+    try:
+        for step in range(steps):
+            reporter.log_metrics({"val/loss": loss + 1 / (step + 1)}, step)
+    except optuna.TrialPruned:
+        return True
+    return False
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+import dataclasses
+import json
+import sys
+
+import pytest
+import torch
+
+from llm_sweep.checkpoint import save_checkpoint
+from llm_sweep.errors import LlmSweepError
+from llm_sweep.export import export_hf, export_model, main
+from llm_sweep.models import ModelConfig, build_model
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB = 512
+
+
+def trained_like_model(arch: str, weight_tying: bool) -> torch.nn.Module:
+    """A small model whose norm weights are not all ones, so a swapped or dropped norm
+    in the mapping changes the logits."""
+    torch.manual_seed(0)
+    config = ModelConfig(arch=arch, n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB,
+                         max_seq_len=32, weight_tying=weight_tying, rmsnorm_eps=1e-6)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.add_(0.2 * torch.randn_like(param))
+    return model
+
+
+def assert_same_logits(model: torch.nn.Module, out_dir) -> None:
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out_dir).eval()
+    idx = torch.randint(0, VOCAB, (2, 32))
+    with torch.no_grad():
+        diff = (hf_model(idx).logits - model(idx)).abs().max().item()
+    assert diff < 1e-4
+
+
+@pytest.mark.parametrize("weight_tying", [True, False])
+@pytest.mark.parametrize("arch, hf_class", [("llama", "LlamaForCausalLM"), ("gpt2", "GPT2LMHeadModel")])
+def test_exported_model_gives_our_logits(tmp_path, arch, hf_class, weight_tying):
+    model = trained_like_model(arch, weight_tying)
+    assert export_model(model, tmp_path) == tmp_path
+    hf_config = json.loads((tmp_path / "config.json").read_text())
+    assert hf_config["architectures"] == [hf_class]
+    assert hf_config["tie_word_embeddings"] is weight_tying
+    assert (tmp_path / "model.safetensors").is_file()
+    assert_same_logits(model, tmp_path)
+
+
+def test_llama_config_carries_the_model_shape(tmp_path):
+    model = trained_like_model("llama", weight_tying=True)
+    export_model(torch.compile(model), tmp_path)  # the wrapper's prefixed keys are unwrapped
+    hf_config = json.loads((tmp_path / "config.json").read_text())
+    assert hf_config["intermediate_size"] == 256  # int(8 * 64 / 3) = 170, rounded up to 256
+    assert hf_config["num_attention_heads"] == hf_config["num_key_value_heads"] == 4
+    assert hf_config["max_position_embeddings"] == 32
+    assert hf_config["rms_norm_eps"] == 1e-6
+    assert hf_config["vocab_size"] == VOCAB
+    assert_same_logits(model, tmp_path)
+
+
+def checkpoint_payload(model: torch.nn.Module, compiled_keys: bool) -> dict:
+    """What training saves: the model state and the run config as a plain dict."""
+    prefix = "_orig_mod." if compiled_keys else ""
+    state = {prefix + key: value for key, value in model.state_dict().items()}
+    return {"model": state, "config": {"model": dataclasses.asdict(model.config), "seed": 1}, "step": 10}
+
+
+def test_export_from_a_checkpoint_file_with_compiled_keys(tmp_path):
+    model = trained_like_model("llama", weight_tying=False)
+    torch.save(checkpoint_payload(model, compiled_keys=True), tmp_path / "ckpt.pt")
+    out_dir = export_hf(tmp_path / "ckpt.pt", tmp_path / "hf")
+    assert_same_logits(model, out_dir)
+
+
+def test_command_exports_the_newest_checkpoint_of_a_run_directory(tmp_path, capsys):
+    model = trained_like_model("gpt2", weight_tying=True)
+    save_checkpoint(tmp_path / "run", 5, checkpoint_payload(build_model(model.config), compiled_keys=False))
+    save_checkpoint(tmp_path / "run", 10, checkpoint_payload(model, compiled_keys=False))
+    main([str(tmp_path / "run"), str(tmp_path / "hf")])
+    assert "exported" in capsys.readouterr().out
+    assert_same_logits(model, tmp_path / "hf")
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path):
+    with pytest.raises(LlmSweepError, match="missing.pt"):
+        export_hf(tmp_path / "missing.pt", tmp_path / "hf")
+    with pytest.raises(SystemExit, match="^error: .*missing.pt"):
+        main([str(tmp_path / "missing.pt"), str(tmp_path / "hf")])
+
+
+def test_a_foreign_file_is_rejected(tmp_path):
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(LlmSweepError, match="not a training checkpoint"):
+        export_hf(tmp_path / "other.pt", tmp_path / "hf")
+
+
+def test_without_transformers_the_error_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    with pytest.raises(LlmSweepError, match=r"pip install 'llm_sweep\[hf\]'"):
+        export_model(trained_like_model("llama", weight_tying=True), tmp_path)

@@ -1,0 +1,119 @@
+"""`python -m llm_sweep.plan`: the arithmetic per preset for each throughput source."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llm_sweep import plan
+from llm_sweep.errors import DataError
+from llm_sweep.models import build_model
+from llm_sweep.reporting.plan import load_presets, read_bench
+
+THREE_HOURS_S = 3 * 3600
+PRESETS = ("gpt2", "large", "noam", "normal", "tiny", "wide3", "xl")
+
+
+def table_rows(text: str) -> dict[str, dict[str, str]]:
+    """The printed Markdown table as {preset: {header: cell}}."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = [dict(zip(headers, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+    return {row["preset"]: row for row in rows}
+
+
+def run_plan(capsys, *args: str) -> tuple[str, dict[str, dict[str, str]]]:
+    plan.main(list(args))
+    out = capsys.readouterr().out
+    return out, table_rows(out)
+
+
+@pytest.fixture(scope="module")
+def sizes() -> dict[str, tuple[int, int]]:
+    """(params, FLOPs per token at seq_len 512) of each preset, counted independently."""
+    result = {}
+    for config in load_presets():
+        with torch.device("meta"):
+            model = build_model(config)
+        result[config.name] = (model.num_params(), model.flops_per_token(512))
+    return result
+
+
+def test_the_seed_run_sees_six_tokens_per_param_on_wide3(capsys, sizes):
+    out, rows = run_plan(capsys, "--tokens-per-s", "100000", "--budget", "3h")
+    assert set(rows) == set(PRESETS)
+    assert "100,000 tokens/s for every preset" in out
+    wide3 = rows["wide3"]
+    assert wide3["tokens in budget"] == "1.08B"
+    assert 1.08e9 / sizes["wide3"][0] == pytest.approx(6.0, abs=0.005)
+    assert wide3["tokens/param"] == "6.00"
+    assert wide3["compute 6ND (FLOPs)"] == f"{6 * sizes['wide3'][0] * 1.08e9:.3g}"
+    for name in ("gpt2", "noam", "tiny"):
+        assert float(rows[name]["tokens/param"]) == pytest.approx(1.08e9 / sizes[name][0], rel=5e-3)
+    # 9.87 tokens/param (noam) is the closest to 20; 6.00 (wide3) to 6.
+    assert rows["noam"]["mark"] == "nearest ~20 (Chinchilla)"
+    assert wide3["mark"] == "nearest ~6 (seed)"
+    assert [name for name, row in rows.items() if row["mark"]] == ["noam", "wide3"]
+    assert rows["tiny"]["note"] == "seq_len 512 > max_seq_len 256"
+
+
+def test_mfu_on_a_peak_gives_each_preset_its_own_rate(capsys, sizes):
+    out, rows = run_plan(capsys, "--mfu", "0.5", "--peak-flops", "989e12", "--budget", "90m",
+                         "--presets", "noam,wide3,xl")
+    assert list(rows) == ["noam", "wide3", "xl"]
+    for name, row in rows.items():
+        params, flops_per_token = sizes[name]
+        tokens_per_s = 0.5 * 989e12 / flops_per_token
+        assert float(row["tokens/s"].replace(",", "")) == pytest.approx(tokens_per_s, abs=0.5)
+        assert float(row["tokens/param"]) == pytest.approx(tokens_per_s * 5400 / params, rel=5e-3)
+
+
+def test_default_source_is_the_seed_a100_run(capsys, sizes):
+    out, rows = run_plan(capsys, "--presets", "wide3")
+    assert "MFU 0.36 of 312 TFLOP/s (default: the seed's A100 run)" in out
+    tokens_per_s = 0.36 * 312e12 / sizes["wide3"][1]
+    assert tokens_per_s == pytest.approx(98_284, abs=1)  # the seed's "~100k tokens/s"
+    assert rows["wide3"]["tokens/s"] == f"{tokens_per_s:,.0f}"
+
+
+def test_bench_file_lends_its_best_mode(capsys, sizes, tmp_path):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"flops_per_token": 2e9, "records": [
+        {"mode": "eager-fp32", "tokens_per_s": 20000.0, "mfu": 0.2},
+        {"mode": "compile-bf16", "tokens_per_s": 60000.0, "mfu": 0.4},  # implies a 300 TFLOP/s peak
+    ]}))
+    result = read_bench(bench)
+    assert (result.mode, result.mfu, result.peak_flops) == ("compile-bf16", 0.4, 60000.0 * 2e9 / 0.4)
+    out, rows = run_plan(capsys, "--bench", str(bench), "--presets", "noam")
+    assert "MFU 0.400 of 300 TFLOP/s, the best mode (compile-bf16)" in out
+    expected = 0.4 * 3e14 / sizes["noam"][1]
+    assert rows["noam"]["tokens/s"] == f"{expected:,.0f}"
+
+
+def test_bench_without_usable_records_is_an_error(tmp_path):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps([{"mode": "eager-fp32", "tokens_per_s": 1000.0}]))
+    with pytest.raises(DataError, match="no record with tokens_per_s, mfu and flops_per_token"):
+        read_bench(bench)
+
+
+def test_probe_measures_real_steps(capsys, tmp_path):
+    table = tmp_path / "plan.md"
+    out, rows = run_plan(capsys, "--probe", "--presets", "tiny", "--device", "cpu", "--seq-len", "32",
+                         "--batch-size", "2", "--probe-steps", "1", "--budget", "60s", "--out", str(table))
+    tokens_per_s = float(rows["tiny"]["tokens/s"].replace(",", ""))
+    assert tokens_per_s > 0
+    assert "measured: 1 eager AdamW steps of 2 x 32 tokens, bf16, on cpu" in out
+    assert table.read_text() == out
+
+
+def test_probe_skips_a_preset_whose_context_is_too_short(capsys):
+    out, rows = run_plan(capsys, "--probe", "--presets", "tiny", "--device", "cpu", "--seq-len", "512")
+    assert rows["tiny"]["tokens/s"] == "-" and rows["tiny"]["tokens/param"] == "-"
+    assert rows["tiny"]["note"] == "not probed: seq_len 512 > max_seq_len 256"
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(SystemExit, match="no preset huge; known: gpt2, large, noam"):
+        plan.main(["--presets", "tiny,huge"])
