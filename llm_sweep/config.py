@@ -22,6 +22,7 @@ from llm_sweep.models.config import ARCHS, ModelConfig
 from llm_sweep.optim.config import OPTIMIZERS, SCHEDULES, OptimConfig, ScheduleConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+SWEEPS_DIR = CONF_DIR.parent / "sweeps"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bf16", "fp32")
 
@@ -108,12 +109,16 @@ class RunConfig:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
+    # Model presets are `_global_` (they bring their batch/budget/data), typed by run_schema.
     for group, node in [
-        ("model", ModelConfig), ("optim", OptimConfig), ("schedule", ScheduleConfig),
+        ("optim", OptimConfig), ("schedule", ScheduleConfig),
         ("batch", BatchConfig), ("budget", BudgetConfig), ("data", DataConfig),
         ("tracking", TrackingConfig),
     ]:
         cs.store(group=group, name=f"{group}_schema", node=node)
+    # Named sweeps live in sweeps/ and are selected with `+sweep=<name>`.
+    for path in sorted(SWEEPS_DIR.glob("*.yaml")):
+        cs.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -182,7 +187,8 @@ def validate(run: RunConfig) -> None:
         _positive(f"batch.{key}", getattr(b, key), allow_none=False)
     if b.seq_len > m.max_seq_len:
         raise ConfigError(f"batch.seq_len={b.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
-    _positive("budget.time", run.budget.time_s)
+    if run.budget.time_s is not None and run.budget.time_s <= 0:
+        raise ConfigError(f"budget.time={run.budget.time} must be positive")
     _positive("budget.steps", run.budget.steps)
     _positive("budget.tokens", run.budget.tokens)
     if run.budget.time is None and run.budget.steps is None and run.budget.tokens is None:

@@ -20,7 +20,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from llm_sweep.config import RunConfig, load_config
-from llm_sweep.errors import LlmSweepError
+from llm_sweep.errors import ConfigError, LlmSweepError
+from llm_sweep.sweeping.preemption import preemption_guard
+from llm_sweep.sweeping.pruning import OptunaPruningReporter
 from llm_sweep.tracking import start_tracking
 from llm_sweep.train import RunInterrupted, train
 
@@ -61,17 +63,28 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     if previous and previous["status"] == "finished" and previous.get("config_hash") == digest:
         print(f"already finished in {run_dir} (val/loss {previous['val_loss']:.4f}); skipping")
         return previous["val_loss"]
+    if previous and previous.get("config_hash") not in (None, digest):
+        return _failed(run_dir, ConfigError(
+            f"{run_dir} holds a run with a different config ({previous['config_hash']}, now "
+            f"{digest}); choose a new hydra.run.dir / hydra.sweep.dir"), multirun, False, None,
+            keep_status=True)
     write_status(run_dir, "running", config_hash=digest)
     tracker = start_tracking(run, cfg, run_dir)
+    sinks = [*tracker.sinks(), *pruning_sinks()]
     try:
-        summary = train(run, run_dir, sinks=tracker.sinks())
+        with preemption_guard() as guard:
+            try:
+                summary = train(run, run_dir, sinks=sinks)
+            except RunInterrupted as exc:
+                tracker.finish("KILLED", error=str(exc))
+                write_status(run_dir, "killed", config_hash=digest, error=str(exc))
+                guard.hand_over()  # under submitit: requeue and exit here
+                raise
     except KeyboardInterrupt:
         tracker.finish("KILLED", error="interrupted")
         write_status(run_dir, "killed", config_hash=digest, error="interrupted")
         raise
-    except RunInterrupted as exc:
-        tracker.finish("KILLED", error=str(exc))
-        write_status(run_dir, "killed", config_hash=digest, error=str(exc))
+    except RunInterrupted:
         raise
     except Exception as exc:  # recorded, then reported per run mode
         if _is_pruned(exc):
@@ -86,16 +99,23 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     return summary["val_loss"]
 
 
+def pruning_sinks() -> list:
+    """The Optuna pruning reporter when this job is a trial of the Optuna sweeper."""
+    reporter = OptunaPruningReporter.from_env()
+    return [reporter] if reporter is not None else []
+
+
 def _is_pruned(exc: BaseException) -> bool:
     return type(exc).__name__ == "TrialPruned"
 
 
 def _failed(run_dir: Path, exc: Exception, multirun: bool, fail_fast: bool,
-            digest: Optional[str] = None) -> float:
+            digest: Optional[str] = None, keep_status: bool = False) -> float:
     """Record a failure. A single run exits 2 with one line (a traceback for real bugs);
     a sweep job returns NaN so the other jobs go on, unless sweep.fail_fast is set."""
     message = str(exc) if isinstance(exc, LlmSweepError) else f"{type(exc).__name__}: {exc}"
-    write_status(run_dir, "failed", config_hash=digest, error=message)
+    if not keep_status:
+        write_status(run_dir, "failed", config_hash=digest, error=message)
     if multirun and not fail_fast:
         print(f"error: {message}", file=sys.stderr)
         if not isinstance(exc, LlmSweepError):

@@ -82,7 +82,7 @@ def forward_backward(model: nn.Module, batches: list[tuple[torch.Tensor, torch.T
     total = torch.zeros((), device=batches[0][0].device)
     for x, y in batches:
         with autocast():
-            _, loss = model(x, y)
+            _, loss = model(x, y, return_logits=False)  # the fused head + loss
         (loss / len(batches)).backward()
         total += loss.detach()
     return total / len(batches)
@@ -94,6 +94,11 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, hook, gra
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step(**hook.step_kwargs())
     optimizer.zero_grad(set_to_none=True)
+
+
+def parameters_finite(model: nn.Module) -> bool:
+    """One device-side reduction over all parameters (a single host sync)."""
+    return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
 
 
 def _emit(sinks: Iterable[MetricSink], metrics: dict[str, Any], step: int) -> dict[str, float]:
@@ -242,7 +247,7 @@ def train(run: RunConfig, run_dir: Path, sinks: Iterable[MetricSink] = ()) -> di
             bar.write(f"step {spent.step}: val/loss {metrics['val/loss']:.4f} "
                       f"ppl {metrics['val/ppl']:.2f} acc {metrics['val/acc']:.4f}")
         if run.checkpoint.interval and spent.step % run.checkpoint.interval == 0:
-            if not torch.isfinite(window_loss):
+            if not (torch.isfinite(window_loss) and parameters_finite(model)):
                 raise TrainingDiverged(f"train/loss became non-finite by step {spent.step}; "
                                        "the last good checkpoint is kept")
             save()

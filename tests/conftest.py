@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Tiny shapes that train in seconds on 2 CPU cores.
 TINY = [
-    "model.n_layer=1", "model.n_embd=64", "model.head_dim=32",
+    "model.n_layer=1", "model.n_embd=64", "model.head_dim=64",
     "batch.micro_batch_size=4", "batch.grad_accum=1", "batch.seq_len=32",
     "budget.time=null", "budget.steps=6", "eval.interval=0", "eval.batches=2",
     "eval.final_batches=2", "tracking=none",

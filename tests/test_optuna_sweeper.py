@@ -53,7 +53,8 @@ def test_plugin_is_discovered_outside_the_repo_without_importing_optuna(tmp_path
     code = ("import sys; from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; "
             "print('OptunaSweeper' in [c.__name__ for c in Plugins.instance().discover(Sweeper)], "
             "'optuna' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         check=True)
     assert out.stdout.split() == ["True", "False"]
 
 
@@ -115,7 +116,8 @@ def test_grid_counts_points_left_and_needs_discrete_params() -> None:
     space = parse_search_space(["x=choice(1,2)", "y=range(0,3)"])
     study = optuna.create_study()
     for params in ({"x": 1, "y": 0}, {"x": 2, "y": 2}, {"x": 1, "y": 0}):
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=space.distributions, value=0.0))
+        trial = optuna.trial.create_trial(params=params, distributions=space.distributions, value=0.0)
+        study.add_trial(trial)
     assert space.grid() == {"x": [1, 2], "y": [0, 1, 2]}
     assert space.grid_points_left(study.trials) == 4
     with pytest.raises(ValueError, match="discrete"):
@@ -153,7 +155,8 @@ def test_bad_sweeper_settings_are_rejected(settings: dict, message: str) -> None
 def _job(tmp_path: Path, status: JobStatus, value: Any, status_file: dict | None = None) -> JobReturn:
     if status_file is not None:
         (tmp_path / "status.json").write_text(json.dumps(status_file))
-    ret = JobReturn(status=status, hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}}))
+    hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})
+    ret = JobReturn(status=status, hydra_cfg=hydra_cfg)
     ret.return_value = value
     return ret
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import sqlite3
 import subprocess
@@ -21,12 +20,13 @@ from llm_sweep.models import build_model
 from llm_sweep.tracking import NullTracker, start_tracking
 from llm_sweep.tracking.callback import PARENT_FILE, MlflowSweepCallback, SweepParent
 from llm_sweep.tracking.describe import (derived_params, experiment_name, flatten_params,
-                                         git_tags, redact, run_name)
+                                         git_tags, run_name)
 from llm_sweep.tracking.loss_curve import plot_loss_curve, read_loss_curves
 from llm_sweep.tracking.metric_queue import BackgroundMetricLogger
 from llm_sweep.tracking.mlflow_run import MlflowTracker, UntrackedRun
+from llm_sweep.tracking.redact import redact
 from llm_sweep.tracking.store import open_experiment, resolve_uri, with_retries
-from llm_sweep.tracking.sweep_run import finish_parent_run, start_parent_run
+from llm_sweep.tracking.sweep_run import finish_parent_run
 from llm_sweep.train import JsonlSink
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -72,6 +72,7 @@ def test_redact_hides_uri_passwords_and_secret_query_values():
     assert redact("https://h/x?token=abc&page=2") == "https://h/x?token=***&page=2"
     assert redact("s3://b/k?X-Amz-Signature=f00&a=1") == "s3://b/k?X-Amz-Signature=***&a=1"
     assert redact("tracking.uri=http://u:pw@h:5000 optim.lr=0.1") == "tracking.uri=http://u:***@h:5000 optim.lr=0.1"
+    assert redact("data.hf_token=abc optim.lr=0.1") == "data.hf_token=*** optim.lr=0.1"
     for plain in ("sqlite:////tmp/mlflow.db", "http://user@host:5000", "budget.tokens=1000"):
         assert redact(plain) == plain
 
@@ -100,7 +101,7 @@ def test_run_name_is_the_presets_then_the_overridden_values():
 
 def test_run_name_in_a_sweep_shows_only_what_varies():
     run = RunConfig()
-    overrides = ["schedule=wsd", "model.n_embd=64", "optim.lr=0.002", "+seed=3"]
+    overrides = ["schedule=wsd", "model.n_embd=64", "optim.lr=0.002", "+seed=3", "+data.hf_token=x"]
     shared = ["model.n_embd=64", "optim.lr=1e-3,2e-3"]
     assert run_name(run, overrides, shared) == "custom-adamw-wsd-lr0.002-seed3"
     run.tracking.run_name = "mine"
@@ -368,7 +369,7 @@ def test_the_parent_run_records_the_sweep_definition(store_uri, client, tmp_path
             "runtime": {"cwd": str(tmp_path),
                         "choices": {"hydra/sweeper": "optuna", "hydra/launcher": "basic"}},
             "sweep": {"dir": "multirun/one"},
-            "overrides": {"task": ["model=wide3", "+experiment=x",
+            "overrides": {"task": ["model=wide3", "+experiment=x", "data.hf_token=abc",
                                    "tracking.uri=http://u:pw@h:5000"]},
             "sweeper": {"_target_": "optuna.Sweeper", "n_trials": 20,
                         "params": {"optim.lr": "tag(log, interval(1e-4, 1e-2))"}},
@@ -378,12 +379,14 @@ def test_the_parent_run_records_the_sweep_definition(store_uri, client, tmp_path
 
     parent = SweepParent.read(tmp_path / "multirun" / "one")
     assert parent.tracking_uri == store_uri and parent.experiment_name == "unit-parent"
-    assert parent.shared_overrides == ("model=wide3", "+experiment=x", "tracking.uri=http://u:pw@h:5000")
+    assert parent.shared_overrides == (
+        "model=wide3", "+experiment=x", "data.hf_token=abc", "tracking.uri=http://u:pw@h:5000")
     run = client.get_run(parent.run_id)
     assert run.info.experiment_id == parent.experiment_id and run.info.status == "RUNNING"
     assert run.data.params == {
         "sweeper": "optuna", "launcher": "basic", "override.model": "wide3",
-        "override.experiment": "x", "override.tracking.uri": "http://u:***@h:5000",
+        "override.experiment": "x", "override.data.hf_token": "***",
+        "override.tracking.uri": "http://u:***@h:5000",
         "search_space.optim.lr": "tag(log, interval(1e-4, 1e-2))",
     }
     assert run.data.tags["sweep_id"] == str(tmp_path / "multirun" / "one")
@@ -391,4 +394,4 @@ def test_the_parent_run_records_the_sweep_definition(store_uri, client, tmp_path
     definition = OmegaConf.load(sweep_yaml)
     assert definition.search_space == {"optim.lr": "tag(log, interval(1e-4, 1e-2))"}
     assert definition.sweeper_config == {"n_trials": 20}
-    assert "pw" not in sweep_yaml.read_text()
+    assert "pw" not in sweep_yaml.read_text() and "abc" not in sweep_yaml.read_text()

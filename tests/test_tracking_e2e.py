@@ -21,24 +21,45 @@ pytestmark = pytest.mark.slow
 TRACKED_TINY = [o for o in TINY if not o.startswith("tracking")]
 FINAL_ARTIFACTS = {"config.yaml", "overrides.yaml", "summary.json", "loss_curve.png"}
 
-# Uses the tracker the way a training job does: start, 200 logged steps, finish.
-TRACKER_JOB = """
+# Eight tracked jobs at once, each a process of its own with its own database connection,
+# used the way training uses the tracker: start, 200 logged steps, finish. They are forked
+# from one parent that has done the imports (seconds each), not the database access.
+CONCURRENT_JOBS = """
+import multiprocessing
 import sys
+import time
 from pathlib import Path
+
+import mlflow.store.tracking.sqlalchemy_store
+import torch._dynamo
 from omegaconf import OmegaConf
+
 from llm_sweep.config import RunConfig
 from llm_sweep.tracking import start_tracking
 from llm_sweep.tracking.mlflow_run import MlflowTracker
 
-uri, index, run_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-run = RunConfig()
-run.tracking.uri, run.tracking.experiment, run.tracking.run_name = uri, "concurrent", f"job{index}"
-tracker = start_tracking(run, OmegaConf.structured(run), run_dir)
-assert isinstance(tracker, MlflowTracker), "not tracked"
-sink, = tracker.sinks()
-for step in range(1, 201):
-    sink.log_metrics({"train/loss": 10.0 / step, "lr": 1e-3, "progress/tokens": 128.0 * step}, step)
-tracker.finish("FINISHED", summary={"val_loss": 1.0})
+
+def job(uri: str, index: int, run_dir: Path) -> None:
+    run = RunConfig()
+    run.tracking.uri, run.tracking.experiment, run.tracking.run_name = uri, "concurrent", f"job{index}"
+    tracker = start_tracking(run, OmegaConf.structured(run), run_dir)
+    assert isinstance(tracker, MlflowTracker), "not tracked"
+    (sink,) = tracker.sinks()
+    for step in range(1, 201):
+        sink.log_metrics({"train/loss": 10.0 / step, "lr": 1e-3, "progress/tokens": 128.0 * step}, step)
+        time.sleep(0.01)
+    tracker.finish("FINISHED", summary={"val_loss": 1.0})
+
+
+if __name__ == "__main__":
+    uri, root = sys.argv[1], Path(sys.argv[2])
+    fork = multiprocessing.get_context("fork")
+    jobs = [fork.Process(target=job, args=(uri, i, root / f"run{i}")) for i in range(8)]
+    for process in jobs:
+        process.start()
+    for process in jobs:
+        process.join()
+    sys.exit(max(process.exitcode for process in jobs))
 """
 
 
@@ -105,22 +126,25 @@ def test_a_run_logs_params_metrics_tags_artifacts_in_the_default_store(tmp_path)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert run.info.status == "FINISHED"
-    assert run.info.run_name.startswith("tiny-adamw-n_layer1-n_embd64-head_dim32-")
-    assert "steps6" in run.info.run_name and "batches" not in run.info.run_name
+    assert run.info.run_name.startswith("tiny-adamw-n_layer1-n_embd64-")
+    assert "-steps6" in run.info.run_name and "batches" not in run.info.run_name  # eval.* left out
     params, tags = run.data.params, run.data.tags
-    assert (params["model.n_layer"], params["model.n_embd"], params["batch.seq_len"]) == ("1", "64", "32")
+    overridden = dict(override.split("=", 1) for override in TRACKED_TINY)
+    assert {key: params[key] for key in overridden} == overridden
     assert params["model.params"] == str(summary["params"])
     assert params["model.non_embedding_params"] == str(summary["non_embedding_params"])
     assert params["flops_per_token"] == str(summary["flops_per_token"])
-    assert params["tokens_per_step"] == "128"
+    tokens_per_step = summary["tokens_per_step"]
+    assert params["tokens_per_step"] == str(tokens_per_step)
     assert tags["config_hash"] == status["config_hash"]
-    assert "model.n_embd=64" in tags["overrides"] and tags["device"].startswith("cpu")
+    assert tags["overrides"] == " ".join([*TRACKED_TINY, "tracking.log_interval=2"])
+    assert tags["device"].startswith("cpu")
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in history] == [2, 4, 6]
     tokens = client.get_metric_history(run.info.run_id, "progress/tokens")
-    assert [m.value for m in tokens] == [256, 512, 768]
+    assert [m.value for m in tokens] == [2 * tokens_per_step, 4 * tokens_per_step, 6 * tokens_per_step]
     assert run.data.metrics["final/val_loss"] == pytest.approx(summary["val_loss"])
-    assert run.data.metrics["final/tokens"] == 768
+    assert run.data.metrics["final/tokens"] == 6 * tokens_per_step
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == FINAL_ARTIFACTS
     assert not (tmp_path / "mlruns").exists()
 
@@ -140,8 +164,9 @@ def test_a_multirun_nests_its_jobs_under_one_parent_that_names_the_best(tmp_path
         "tiny-adamw-lr0.001", "tiny-adamw-lr0.004", "tiny-adamw-lr1e+30"]
     assert [children[i].info.status for i in "012"] == ["FINISHED", "FINISHED", "FAILED"]
     assert children["2"].data.tags["error"].startswith("TrainingDiverged: train/loss became nan")
-    assert {a.path for a in client.list_artifacts(children["2"].info.run_id)} == {
-        "config.yaml", "overrides.yaml", "loss_curve.png"}  # no summary
+    failed_artifacts = {a.path for a in client.list_artifacts(children["2"].info.run_id)}
+    assert {"config.yaml", "overrides.yaml"} <= failed_artifacts
+    assert "summary.json" not in failed_artifacts
     assert {c.data.tags["sweep_id"] for c in children.values()} == {str(tmp_path / "sweep")}
     best = min(children["0"], children["1"], key=lambda c: c.data.metrics["final/val_loss"])
     assert parent.info.status == "FINISHED"
@@ -152,15 +177,13 @@ def test_a_multirun_nests_its_jobs_under_one_parent_that_names_the_best(tmp_path
 
 
 def test_eight_jobs_starting_at_once_on_a_fresh_sqlite_file_lose_nothing(tmp_path):
-    script = tmp_path / "job.py"
-    script.write_text(TRACKER_JOB)
+    script = tmp_path / "jobs.py"
+    script.write_text(CONCURRENT_JOBS)
     uri = f"sqlite:///{tmp_path}/fresh.db"
-    jobs = [subprocess.Popen([sys.executable, str(script), uri, str(i), str(tmp_path / f"run{i}")],
-                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for i in range(8)]
-    outputs = [job.communicate(timeout=240) for job in jobs]
-    assert [job.returncode for job in jobs] == [0] * 8, [err[-2000:] for _, err in outputs]
-    assert not any("database is locked" in err or "not logged" in err for _, err in outputs)
+    done = subprocess.run([sys.executable, str(script), uri, str(tmp_path)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "database is locked" not in done.stderr and "not logged" not in done.stderr
     client = MlflowClient(uri)
     runs = only_experiment_runs(client, "concurrent")
     assert sorted(r.info.run_name for r in runs) == [f"job{i}" for i in range(8)]

@@ -11,9 +11,10 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from hydra_plugins.llm_sweep_optuna.optuna_sweeper import RESULTS_FILE
+
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "optimization_results.yaml"
 HISTORY_PLOT = "optimization_history.png"
 IMPORTANCE_PLOT = "param_importances.png"
 

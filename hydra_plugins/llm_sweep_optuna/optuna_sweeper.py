@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from hydra.core.utils import JobReturn
 
 
+# Written into hydra.sweep.dir at the end of a sweep: name, best_trial, best_params,
+# best_value, n_trials and trial counts by state, for sweep-level callbacks and reports.
+RESULTS_FILE = "optimization_results.yaml"
+
+
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.llm_sweep_optuna.optuna_sweeper.OptunaSweeper"
@@ -33,7 +38,7 @@ class OptunaSweeperConf:
     # with an error; a failed trial is recorded FAIL with its error either way.
     max_failure_rate: float = 0.5
     pruner: Optional[str] = None  # none | median | hyperband; jobs report val/loss to it
-    pruner_warmup_steps: int = 0  # median: steps reported before pruning may start
+    pruner_warmup_steps: int = 0  # median: no pruning before this step (an optimizer step)
     # The search space, in Hydra's override grammar, e.g. {optim.lr: "tag(log,interval(1e-4,1e-2))"};
     # sweep overrides on the command line are added to it, plain ones are fixed for every trial.
     params: Dict[str, str] = field(default_factory=dict)

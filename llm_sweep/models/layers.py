@@ -17,6 +17,9 @@ from llm_sweep.models.config import ModelConfig
 
 INIT_STD = 0.02
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (T, head_size / 2), fp32
+# Logits per chunk of the training loss: 2^26 fp32 values (256 MB) bound its working memory
+# at any batch size while each chunk's matmuls stay large enough to run at full speed.
+LOSS_CHUNK_LOGITS = 2**26
 
 
 class RMSNorm(nn.Module):
@@ -50,6 +53,75 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return rotated.type_as(x)
 
 
+def _matmul_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a matmul of x runs in here: autocast's, else x's own."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def loss_chunk_rows(n_rows: int, vocab_size: int) -> int:
+    """Rows per chunk: as few equal chunks as LOSS_CHUNK_LOGITS allows, rounded up to 64 rows."""
+    n_chunks = -(-n_rows * vocab_size // LOSS_CHUNK_LOGITS)
+    rows = -(-n_rows // n_chunks)
+    return min(n_rows, -(-rows // 64) * 64)
+
+
+def _chunked_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, with_grads: bool
+                           ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """Mean cross-entropy of hidden (N, C) @ weight (V, C).T against targets (N,), and with
+    with_grads its gradients for hidden and weight, one chunk of rows at a time."""
+    n = hidden.size(0)
+    dtype = _matmul_dtype(hidden)
+    h, w = hidden.to(dtype), weight.to(dtype)
+    loss = torch.zeros((), device=hidden.device, dtype=torch.float32)
+    grad_hidden = torch.empty_like(hidden) if with_grads else None
+    grad_weight = torch.zeros_like(weight, dtype=torch.float32) if with_grads else None
+    rows = loss_chunk_rows(n, weight.size(0))
+    for start in range(0, n, rows):
+        h_chunk, t_chunk = h[start:start + rows], targets[start:start + rows, None]
+        logits = (h_chunk @ w.t()).float()  # (rows, V)
+        target_logits = logits.gather(1, t_chunk)
+        row_max = logits.amax(dim=-1, keepdim=True)
+        exp = logits.sub_(row_max).exp_()  # in place: the chunk's one (rows, V) buffer
+        sum_exp = exp.sum(dim=-1, keepdim=True)
+        loss += (sum_exp.log() + row_max - target_logits).sum()
+        if with_grads:
+            # d loss / d logits = (softmax - one_hot(target)) / N, in the same buffer.
+            grad = exp.mul_((sum_exp * n).reciprocal_())
+            grad.scatter_add_(1, t_chunk, grad.new_full(t_chunk.shape, -1.0 / n))
+            grad = grad.to(dtype)
+            grad_hidden[start:start + rows] = grad @ w
+            grad_weight += grad.t() @ h_chunk
+    return loss / n, grad_hidden, grad_weight
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """The LM head and its loss in one op: the gradients are computed in the forward pass,
+    chunk by chunk, so the (N, V) logits, their fp32 copy, log-softmax and gradient never
+    exist whole. The loss is a scalar, so backward only scales the stored gradients."""
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
+        loss, grad_hidden, grad_weight = _chunked_cross_entropy(hidden, weight, targets, with_grads=True)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, Tensor, None]:
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_loss, grad_weight * grad_loss, None
+
+
+def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
+    """F.cross_entropy(hidden @ weight.T, targets) (mean over rows) without materializing
+    the logits: hidden (N, C), weight (V, C), targets (N,). Under autocast the matmuls run
+    in its dtype and the softmax in fp32, as `F.cross_entropy(logits.float(), ...)` would."""
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(hidden, weight, targets)
+    return _chunked_cross_entropy(hidden, weight, targets, with_grads=False)[0]
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal attention: one fused qkv projection, then SDPA (flash on CUDA)."""
 
@@ -63,10 +135,11 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, rope: Optional[Rope] = None) -> Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(dim=2)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        qk, v = qkv[:2], qkv[2]  # (2, B, nh, T, hs), (B, nh, T, hs)
         if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            qk = apply_rotary(qk, *rope)  # q and k in one pass
+        q, k = qk.unbind(0)
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         y = y.transpose(1, 2).reshape(B, T, C)
@@ -134,14 +207,20 @@ class CausalLM(nn.Module):
         """The learned position-embedding table, if the architecture has one."""
         return None
 
-    def forward(self, idx: Tensor, targets: Optional[Tensor] = None) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, idx: Tensor, targets: Optional[Tensor] = None, return_logits: bool = True
+                ) -> Tensor | tuple[Optional[Tensor], Tensor]:
+        """Logits (B, T, V) of idx (B, T); with targets, (logits, mean cross-entropy in fp32).
+        With targets and return_logits=False, (None, loss): the training path, whose fused
+        head and loss never hold the (B, T, V) logits."""
         if idx.size(1) > self.config.max_seq_len:
             raise ValueError(f"sequence length {idx.size(1)} exceeds max_seq_len={self.config.max_seq_len}")
-        logits = self.lm_head(self.features(idx))  # (B, T, V)
+        hidden = self.features(idx)  # (B, T, C)
+        if targets is not None and not return_logits:
+            return None, linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten())
+        logits = self.lm_head(hidden)  # (B, T, V)
         if targets is None:
             return logits
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        return logits, loss
+        return logits, F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
     def init_weights(self) -> None:
         """GPT-2 init: N(0, 0.02) for Linear and Embedding weights; residual output

@@ -65,8 +65,7 @@ def load_presets(names: Optional[Sequence[str]] = None, folder: Path = MODEL_PRE
         raise ConfigError(f"--presets: no preset {', '.join(unknown)}; known: {', '.join(files)}")
     presets = []
     for name in names or files:
-        values = OmegaConf.load(files[name])
-        values.pop("defaults", None)
+        values = OmegaConf.load(files[name]).model  # presets are `_global_`: keys under model:
         presets.append(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), values)))
     return presets
 

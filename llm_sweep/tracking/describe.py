@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -19,31 +18,21 @@ import torch
 
 from llm_sweep.config import RunConfig
 from llm_sweep.errors import ConfigError
+from llm_sweep.tracking.redact import is_secret_key, redact
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 MAX_TAG_CHARS = 8000  # MLflow's limit on a tag value
 MAX_RUN_NAME_CHARS = 200
 DEFAULT_JOB_NAME = "llm_sweep"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 QUOTES = "'\""
 
-_URI_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^/:@\s]*):[^/@\s]*@")
-_QUERY_SECRET = re.compile(
-    r"(?P<key>[?&;](?:[\w.-]*?)(?:token|key|secret|password|passwd|pwd|signature|sig|credential)"
-    r"[\w.-]*=)[^&;#\s]*", re.IGNORECASE)
-_SECRET_KEY = re.compile(r"^(?:.*_)?(?:password|passwd|secret|token|api_key|apikey|access_key)$",
-                         re.IGNORECASE)
 # Override keys that say where or how a run is recorded, not what it trains.
 _UNNAMED_PREFIXES = ("hydra", "tracking", "data.cache_dir", "data.num_proc", "resume", "eval",
                      "checkpoint")
 _NAMED_BY_PRESET = ("model", "optim")  # already in the name as model.name and optim.name
 _TOP_LEVEL_VALUES = frozenset(key for key, value in vars(RunConfig()).items()
                               if not is_dataclass(value))  # seed, device, dtype, ...
-
-
-def redact(text: str) -> str:
-    """`text` with URI passwords and secret-looking query values replaced by ***."""
-    text = _URI_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
-    return _QUERY_SECRET.sub(r"\g<key>***", text)
 
 
 @dataclass(frozen=True)
@@ -99,7 +88,8 @@ def run_name(run: RunConfig, overrides: Sequence[str], fixed: Sequence[str] = ()
         if override in fixed or "=" not in override or override.startswith("~"):
             continue
         key, value = override.lstrip("+").split("=", 1)
-        if key.startswith(_UNNAMED_PREFIXES) or key in _NAMED_BY_PRESET:
+        if (key.startswith(_UNNAMED_PREFIXES) or key in _NAMED_BY_PRESET
+                or is_secret_key(key.rsplit(".", 1)[-1])):
             continue
         # `optim.lr=0.002` -> lr0.002, `seed=3` -> seed3, a group choice `schedule=wsd` -> wsd
         leaf = key.rsplit(".", 1)[-1] if "." in key or key in _TOP_LEVEL_VALUES else ""
@@ -115,7 +105,7 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
         if isinstance(value, Mapping):
             params.update(flatten_params(value, f"{dotted}."))
             continue
-        if _SECRET_KEY.match(str(key)) and value is not None:
+        if is_secret_key(str(key)) and value is not None:
             text = "***"
         elif value is None:
             text = "null"
@@ -128,7 +118,7 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 
 def derived_params(run: RunConfig) -> dict[str, str]:
-    """Model size and cost, from a model built on the meta device (no memory, no init)."""
+    """Model size and cost, from a model built on the meta device: shapes without memory."""
     from llm_sweep.models import build_model
 
     with torch.device("meta"):
@@ -141,8 +131,9 @@ def derived_params(run: RunConfig) -> dict[str, str]:
     }
 
 
-def git_tags(path: Path) -> dict[str, str]:
-    """The commit and dirty flag of the git checkout that holds `path`; {} outside one."""
+def git_tags(path: Path = PACKAGE_DIR) -> dict[str, str]:
+    """The commit and dirty flag of the git checkout that holds `path` (by default this
+    package's code); {} outside one."""
     def git(*args: str) -> Optional[str]:
         try:
             done = subprocess.run(["git", "-C", str(path), *args], capture_output=True,
@@ -170,10 +161,8 @@ def _device_tag(run: RunConfig) -> str:
 
 def run_tags(run: RunConfig, job: JobContext, config_hash: str) -> dict[str, str]:
     """Where, on what and from which code a run ran."""
-    import llm_sweep
-
     tags = {
-        **git_tags(Path(llm_sweep.__file__).resolve().parent),
+        **git_tags(),
         "host": socket.gethostname(),
         "device": _device_tag(run),
         "torch_version": torch.__version__,

@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Callable, Optional
 
+from llm_sweep.tracking.redact import redact
+
 log = logging.getLogger(__name__)
 
 MetricValue = tuple[str, float, int, int]  # key, value, timestamp (ms), step
@@ -53,10 +55,11 @@ class BackgroundMetricLogger:
             else:
                 if failures == 0:
                     log.warning("MLflow: sending metrics failed (%s); keeping them to retry",
-                                self.last_error)
+                                redact(str(self.last_error)))
                 failures += 1
+        # Closing: a few more tries, none started after the deadline.
         for attempt in range(CLOSE_ATTEMPTS):
-            if self._send_pending() or time.monotonic() >= self._deadline:
+            if time.monotonic() >= self._deadline or self._send_pending():
                 return
             time.sleep(min(2.0 ** attempt, max(0.0, self._deadline - time.monotonic())))
 

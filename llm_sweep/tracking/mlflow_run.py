@@ -17,10 +17,10 @@ from llm_sweep.config import RunConfig
 from llm_sweep.job import config_hash
 from llm_sweep.tracking.callback import SweepParent
 from llm_sweep.tracking.describe import (MAX_TAG_CHARS, JobContext, derived_params,
-                                         experiment_name, flatten_params, redact, run_name,
-                                         run_tags)
+                                         experiment_name, flatten_params, run_name, run_tags)
 from llm_sweep.tracking.loss_curve import plot_loss_curve
 from llm_sweep.tracking.metric_queue import BackgroundMetricLogger, MetricValue
+from llm_sweep.tracking.redact import redact
 from llm_sweep.tracking.store import connect, log_params, open_experiment, resolve_uri, with_retries
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ FLUSH_TIMEOUT_S = 30.0  # the most finish() waits for queued metrics
 HYDRA_FILES = ("config.yaml", "overrides.yaml")  # written by Hydra to <run_dir>/.hydra/
 
 
-def start_mlflow_run(run: RunConfig, cfg: DictConfig, run_dir: Path) -> "MlflowTracker | UntrackedRun":
+def start_mlflow_run(run: RunConfig, cfg: DictConfig, run_dir: Path) -> MlflowTracker | UntrackedRun:
     """Create the run (a child of the sweep's parent in a multirun) and log params and tags."""
     job = JobContext.current()
     parent = SweepParent.read(job.sweep_dir) if job.sweep_dir else None
@@ -62,8 +62,9 @@ def start_mlflow_run(run: RunConfig, cfg: DictConfig, run_dir: Path) -> "MlflowT
 
 
 def _one_line(exc: BaseException) -> str:
+    """The error's first line, redacted: MLflow's messages quote the URI they called."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+    return redact(f"{type(exc).__name__}: {text[0] if text else ''}")
 
 
 def _artifact_files(run: RunConfig, run_dir: Path) -> list[tuple[Path, Optional[str]]]:

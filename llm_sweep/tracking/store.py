@@ -8,6 +8,7 @@ timeout plus `with_retries` for the rare write that waits longer.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -15,7 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypeVar
 
 from filelock import FileLock
 
@@ -107,48 +108,56 @@ def with_retries(action: Callable[[], T], attempts: int = 6, first_delay_s: floa
     return action()
 
 
-def open_experiment(uri: str, name: str) -> tuple["MlflowClient", str]:
-    """A client on `uri` and the id of experiment `name`, created if needed."""
+@contextlib.contextmanager
+def _opening(uri: str) -> Iterator[None]:
+    """Probe a server; for a SQLite file, hold the lock next to it."""
     probe(uri)
     db = sqlite_path(uri)
     if db is None:
-        return _open(uri, name, artifact_location=None)
+        yield
+        return
     db.parent.mkdir(parents=True, exist_ok=True)
-    # Artifacts beside the database, not in ./mlruns (which MLflow would later mistake
-    # for a file store) nor relative to whichever directory a job happens to run in.
-    artifacts = (db.parent / "mlartifacts").as_uri()
+    # Import MLflow's SQL store before taking the lock: the seconds its import takes
+    # would otherwise be spent holding the lock, one job after another.
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
     with FileLock(f"{db}.lock", timeout=LOCK_TIMEOUT_S):
-        return _open(uri, name, artifact_location=artifacts)
+        yield
 
 
-def _open(uri: str, name: str, artifact_location: Optional[str]) -> tuple["MlflowClient", str]:
+def _client(uri: str) -> "MlflowClient":
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    client = with_retries(lambda: MlflowClient(tracking_uri=uri))  # opens (and migrates) the store
-    experiment = with_retries(lambda: client.get_experiment_by_name(name))
-    if experiment is None:
-        try:
-            return client, with_retries(lambda: client.create_experiment(name, artifact_location))
-        except MlflowException as exc:  # another process created it first (no lock on servers)
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            experiment = client.get_experiment_by_name(name)
-    if experiment.lifecycle_stage == "deleted":
-        client.restore_experiment(experiment.experiment_id)
-    return client, experiment.experiment_id
+    return with_retries(lambda: MlflowClient(tracking_uri=uri))  # opens (creates, migrates) the store
 
 
 def connect(uri: str) -> "MlflowClient":
     """A client on an existing store (a sweep's, opened once by its launcher)."""
-    from mlflow import MlflowClient
+    with _opening(uri):
+        return _client(uri)
 
-    probe(uri)
+
+def open_experiment(uri: str, name: str) -> tuple["MlflowClient", str]:
+    """A client on `uri` and the id of experiment `name`, created if needed."""
+    from mlflow.exceptions import MlflowException
+
     db = sqlite_path(uri)
-    if db is None:
-        return MlflowClient(tracking_uri=uri)
-    with FileLock(f"{db}.lock", timeout=LOCK_TIMEOUT_S):
-        return with_retries(lambda: MlflowClient(tracking_uri=uri))
+    # Artifacts beside a SQLite file, not in ./mlruns (which MLflow would later mistake
+    # for a file store) nor relative to whichever directory a job happens to run in.
+    artifacts = (db.parent / "mlartifacts").as_uri() if db else None
+    with _opening(uri):
+        client = _client(uri)
+        experiment = with_retries(lambda: client.get_experiment_by_name(name))
+        if experiment is None:
+            try:
+                return client, with_retries(lambda: client.create_experiment(name, artifacts))
+            except MlflowException as exc:  # created meanwhile by a job on a server
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = client.get_experiment_by_name(name)
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return client, experiment.experiment_id
 
 
 def log_params(client: "MlflowClient", run_id: str, params: dict[str, str]) -> None:

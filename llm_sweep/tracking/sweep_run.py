@@ -11,8 +11,9 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.tracking.callback import SweepParent, sweep_dir_of
-from llm_sweep.tracking.describe import experiment_name, flatten_params, git_tags, redact
+from llm_sweep.tracking.callback import PARENT_FILE, SweepParent, sweep_dir_of
+from llm_sweep.tracking.describe import experiment_name, flatten_params, git_tags
+from llm_sweep.tracking.redact import redact
 from llm_sweep.tracking.store import connect, log_params, open_experiment, resolve_uri, with_retries
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,8 @@ def _override_params(overrides: list[str]) -> dict[str, str]:
     """`optim.lr=1e-3,2e-3` -> {"override.optim.lr": "1e-3,2e-3"} (MLflow-safe keys)."""
     params = {}
     for override in overrides:
-        key, _, value = override.partition("=")
-        key = _PARAM_KEY_CHARS.sub("_", key.lstrip("+~"))
-        params[f"override.{key}"] = redact(value)
+        key, _, value = redact(override).partition("=")
+        params[f"override.{_PARAM_KEY_CHARS.sub('_', key.lstrip('+~'))}"] = value
     return params
 
 
@@ -54,11 +54,14 @@ def start_parent_run(config: DictConfig) -> Optional[SweepParent]:
     sweep_name = hydra.runtime.choices.get("sweep")
     name = experiment_name(config.tracking.experiment, hydra.job.name, sweep_name, multirun=True)
     definition = sweep_definition(config)
+    sweep_dir = sweep_dir_of(config)
+    # A parent file left by an earlier sweep into this directory must not adopt these jobs.
+    (sweep_dir / PARENT_FILE).unlink(missing_ok=True)
     try:
         client, experiment_id = open_experiment(uri, name)
-        tags = {"sweep_id": definition["sweep_dir"], "host": socket.gethostname(),
+        tags = {"sweep_id": str(sweep_dir), "host": socket.gethostname(),
                 "overrides": redact(" ".join(definition["overrides"])),
-                **git_tags(Path(__file__).resolve().parent.parent)}
+                **git_tags()}
         run_name = f"{sweep_name or 'sweep'}@{datetime.now():%Y-%m-%d_%H-%M-%S}"
         run_id = with_retries(lambda: client.create_run(
             experiment_id, run_name=run_name, tags=tags)).info.run_id
@@ -68,10 +71,10 @@ def start_parent_run(config: DictConfig) -> Optional[SweepParent]:
         log_params(client, run_id, params)
         client.log_text(run_id, redact(OmegaConf.to_yaml(definition)), "sweep.yaml")
     except Exception as exc:  # the sweep runs anyway; its jobs are tracked without a parent
-        log.warning("MLflow: no parent run for this sweep at %s (%s)", redact(uri), exc)
+        log.warning("MLflow: no parent run for this sweep at %s (%s)", redact(uri), redact(str(exc)))
         return None
     parent = SweepParent(uri, experiment_id, name, run_id, tuple(definition["overrides"]))
-    parent.write(sweep_dir_of(config))
+    parent.write(sweep_dir)
     log.info("MLflow: sweep parent run %s in experiment %r at %s", run_id, name, redact(uri))
     return parent
 
@@ -116,4 +119,5 @@ def finish_parent_run(sweep_dir: Path) -> None:
                 client.log_artifact(parent.run_id, str(path))
         with_retries(lambda: client.set_terminated(parent.run_id, "FINISHED"))
     except Exception as exc:
-        log.warning("MLflow: could not close the sweep's parent run %s (%s)", parent.run_id, exc)
+        log.warning("MLflow: could not close the sweep's parent run %s (%s)", parent.run_id,
+                    redact(str(exc)))

@@ -1,0 +1,1 @@
+"""Sweep-level pieces: results table, preemption handling, Optuna pruning reports."""

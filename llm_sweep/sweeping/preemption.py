@@ -1,0 +1,60 @@
+"""Checkpoint on Slurm's pre-timeout / preemption signal, then let submitit requeue.
+
+submitit binds USR2 to "call the task's checkpoint() and requeue". A Hydra task can only
+be resubmitted as a whole, so the saving must happen inside the training loop: our
+handler asks the loop to stop, the loop saves a checkpoint at the next step boundary
+and raises RunInterrupted, and the job then hands the signal to submitit's handler,
+which requeues the job into the same run directory, where `resume=auto` picks it up.
+"""
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from types import FrameType
+from typing import Callable, Iterator, Optional
+
+from llm_sweep.train import request_stop
+
+PREEMPTION_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+
+class PreemptionGuard:
+    """Turns preemption signals into a checkpoint-and-stop request for the training loop."""
+
+    def __init__(self) -> None:
+        self.received: Optional[tuple[int, Optional[FrameType]]] = None
+        self.previous: dict[int, Callable | int | None] = {}
+
+    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+        self.received = (signum, frame)
+        request_stop()
+
+    def install(self) -> None:
+        for sig in PREEMPTION_SIGNALS:
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._on_signal)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def hand_over(self) -> None:
+        """After the checkpoint: pass the signal to whoever handled it before us (submitit
+        requeues and exits); with no such handler the caller reports the run as killed."""
+        if self.received is None:
+            return
+        signum, frame = self.received
+        previous = self.previous.get(signum)
+        self.restore()
+        if callable(previous):
+            previous(signum, frame)
+
+
+@contextmanager
+def preemption_guard() -> Iterator[PreemptionGuard]:
+    guard = PreemptionGuard()
+    guard.install()
+    try:
+        yield guard
+    finally:
+        guard.restore()

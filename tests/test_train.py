@@ -1,0 +1,109 @@
+"""The training function: determinism, exact resume, budgets, schedule end, divergence."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from conftest import TINY
+from llm_sweep.checkpoint import list_checkpoints
+from llm_sweep.config import CONF_DIR, RunConfig, load_config, register_configs
+from llm_sweep.errors import TrainingDiverged
+from llm_sweep.train import train
+
+register_configs()
+
+
+def tiny_run(*overrides: str) -> RunConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="config", overrides=[*TINY, "tracking.log_interval=1", *overrides])
+    return load_config(cfg)
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in records(run_dir) if "train/loss" in r}
+
+
+class StopAt:
+    """A sink that interrupts training once a step is reached (a crash or a kill)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        if step >= self.step:
+            raise KeyboardInterrupt
+
+
+def test_step_budget_runs_are_deterministic(tmp_path):
+    first = train(tiny_run(), tmp_path / "a")
+    second = train(tiny_run(), tmp_path / "b")
+    assert first["steps"] == second["steps"] == 6
+    assert train_losses(tmp_path / "a") == train_losses(tmp_path / "b")
+    assert first["val_loss"] == second["val_loss"]
+    assert first["val_loss"] < math.log(50304)
+
+
+@pytest.mark.parametrize("optim", ["adamw", "sophiag"])
+def test_resume_after_interruption_is_bit_exact(tmp_path, optim):
+    overrides = [f"optim={optim}", "optim.hessian_interval=2", "budget.steps=8",
+                 "checkpoint.interval=3"]
+    uninterrupted = train(tiny_run(*overrides), tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_run(*overrides), tmp_path / "split", sinks=[StopAt(5)])
+    assert [p.name for p in list_checkpoints(tmp_path / "split")] == ["step_0000003.pt"]
+    resumed = train(tiny_run(*overrides), tmp_path / "split")
+    whole, split = train_losses(tmp_path / "whole"), train_losses(tmp_path / "split")
+    assert all(split[step] == whole[step] for step in range(4, 9))
+    assert resumed["val_loss"] == uninterrupted["val_loss"]
+    assert resumed["steps"] == 8
+
+
+def test_time_budget_is_honoured_within_one_step(tmp_path):
+    summary = train(tiny_run("budget.steps=null", "budget.time=3s"), tmp_path)
+    step_s = [r["perf/step_ms"] / 1000 for r in records(tmp_path) if "perf/step_ms" in r]
+    assert summary["binding_budget"] == "time"
+    assert 3.0 <= summary["time_s"]["train"] <= 3.0 + 2 * max(step_s)
+
+
+def test_schedule_reaches_its_minimum_at_the_budget(tmp_path):
+    train(tiny_run("budget.steps=10", "optim.lr=2e-3", "schedule.min_lr_ratio=0.1"), tmp_path)
+    lrs = [r["lr"] for r in records(tmp_path) if "lr" in r]
+    assert lrs[-1] == pytest.approx(2e-4, rel=1e-9)
+    assert min(lrs) == lrs[-1] and max(lrs) <= 2e-3
+    assert lrs[0] > 0  # the first step does not waste itself at warmup's lr 0
+
+
+def test_loss_going_nan_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    run = tiny_run("optim.lr=1e30", "optim.grad_clip=0", "budget.steps=30", "checkpoint.interval=1")
+    with pytest.raises(TrainingDiverged, match="train/loss became"):
+        train(run, tmp_path)
+    newest = list_checkpoints(tmp_path)[-1]
+    state = torch.load(newest, weights_only=True)
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_summary_json_lands_with_the_final_metrics(tmp_path):
+    summary = train(tiny_run(), tmp_path)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == summary
+    final = [r for r in records(tmp_path) if "final/val_loss" in r][-1]
+    assert final["final/val_loss"] == summary["val_loss"]
+    assert final["final/tokens"] == 6 * 4 * 32
+    assert final["final/tokens_per_param"] == pytest.approx(6 * 4 * 32 / summary["params"])
+    assert math.isclose(final["final/val_ppl"], math.exp(summary["val_loss"]))
+
+
+@pytest.mark.slow
+def test_compiled_cpu_run_of_tiny(tmp_path):
+    summary = train(tiny_run("compile=true", "budget.steps=3"), tmp_path)
+    assert summary["time_s"]["compile"] > 0 and summary["steps"] == 3
+    assert math.isfinite(summary["val_loss"])
