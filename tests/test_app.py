@@ -13,7 +13,8 @@ from conftest import TINY, run_app
 @pytest.mark.slow
 def test_default_command_trains_tiny_and_prints_the_summary(tmp_path):
     # The default command, with a step budget so the check does not depend on machine speed.
-    result = run_app(["budget.time=null", "budget.steps=20", "hydra.run.dir=run"], cwd=tmp_path)
+    result = run_app(["budget.time=null", "budget.steps=20", "eval.final_batches=4",
+                      "hydra.run.dir=run"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "final val  loss" in result.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

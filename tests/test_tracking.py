@@ -253,7 +253,7 @@ def test_a_finished_run_has_params_tags_metrics_artifacts(store_uri, client, tmp
     run_dir = tmp_path / "run"
     hydra_files(run_dir)
     (run_dir / "checkpoints").mkdir()
-    (run_dir / "checkpoints" / "last.pt").write_bytes(b"weights")
+    (run_dir / "checkpoints" / "step_0000020.pt").write_bytes(b"weights")
     tracker = start_tracking(run, OmegaConf.structured(run), run_dir)
     assert isinstance(tracker, MlflowTracker)
     sinks = [JsonlSink(run_dir / "metrics.jsonl"), *tracker.sinks()]
@@ -276,7 +276,8 @@ def test_a_finished_run_has_params_tags_metrics_artifacts(store_uri, client, tmp
     assert [m.step for m in client.get_metric_history(tracker.run_id, "train/loss")] == list(range(1, 21))
     artifacts = {a.path for a in client.list_artifacts(tracker.run_id)}
     assert artifacts == {"config.yaml", "overrides.yaml", "summary.json", "loss_curve.png", "checkpoints"}
-    assert [a.path for a in client.list_artifacts(tracker.run_id, "checkpoints")] == ["checkpoints/last.pt"]
+    assert [a.path for a in client.list_artifacts(tracker.run_id, "checkpoints")] == [
+        "checkpoints/step_0000020.pt"]
     summary = client.download_artifacts(tracker.run_id, "summary.json", str(tmp_path))
     assert json.loads(Path(summary).read_text()) == {"val_loss": 3.5}
 
@@ -289,7 +290,7 @@ def test_a_failed_or_killed_run_records_why(store_uri, client, tmp_path, status,
     run = tiny_run(store_uri, "unit-failed")
     hydra_files(tmp_path)
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"weights")  # log_checkpoint is off
+    (tmp_path / "checkpoints" / "step_0000003.pt").write_bytes(b"weights")  # log_checkpoint is off
     tracker = start_tracking(run, OmegaConf.structured(run), tmp_path)
     tracker.sinks()[0].log_metrics({"train/loss": float("nan")}, 3)
     tracker.finish(status, error=error)
@@ -297,6 +298,30 @@ def test_a_failed_or_killed_run_records_why(store_uri, client, tmp_path, status,
     assert got.info.status == status and got.data.tags["error"] == error
     assert {a.path for a in client.list_artifacts(tracker.run_id)} == {"config.yaml", "overrides.yaml"}
     assert [m.step for m in client.get_metric_history(tracker.run_id, "train/loss")] == [3]
+
+
+def test_a_resumed_job_continues_its_mlflow_run(store_uri, client, tmp_path):
+    run = tiny_run(store_uri, "unit-resume")
+    hydra_files(tmp_path)
+    first = start_tracking(run, OmegaConf.structured(run), tmp_path)
+    first.sinks()[0].log_metrics({"train/loss": 2.0}, 10)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step_0000010.pt").write_bytes(b"weights")
+    first.finish("KILLED", error="RunInterrupted: stopped at step 10; checkpoint saved")
+
+    requeued = start_tracking(run, OmegaConf.structured(run), tmp_path)
+    assert requeued.run_id == first.run_id
+    continued = client.get_run(first.run_id)
+    assert continued.info.status == "RUNNING" and "error" not in continued.data.tags
+    requeued.sinks()[0].log_metrics({"train/loss": 1.0}, 20)
+    requeued.finish("FINISHED", summary={"val_loss": 1.0})
+    assert client.get_run(first.run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(first.run_id, "train/loss")] == [10, 20]
+
+    (tmp_path / "checkpoints" / "step_0000010.pt").unlink()  # nothing to resume from
+    fresh = start_tracking(run, OmegaConf.structured(run), tmp_path)
+    assert fresh.run_id != first.run_id
+    fresh.finish("FINISHED")
 
 
 def test_an_unreachable_server_leaves_the_run_untracked_with_a_warning(tmp_path, caplog):
@@ -313,6 +338,27 @@ def test_an_unreachable_server_leaves_the_run_untracked_with_a_warning(tmp_path,
         tracker.finish("FINISHED", summary={"val_loss": 1.0})
     assert "training continues untracked" in caplog.text
     assert "not logged: 10 metric values, artifacts config.yaml, overrides.yaml, summary.json" in caplog.text
+
+
+def test_a_server_lost_mid_run_costs_only_a_warning(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    run = tiny_run("", "unit-lost")
+    hydra_files(tmp_path)
+    gone = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")  # the server died
+    tracker = MlflowTracker(gone, "0" * 32, "unit-run", run, tmp_path)
+    sinks = [JsonlSink(tmp_path / "metrics.jsonl"), *tracker.sinks()]
+    for step in range(1, 11):
+        for sink in sinks:
+            sink.log_metrics({"train/loss": 1.0, "progress/tokens": 128 * step}, step)
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING):
+        tracker.finish("FAILED", summary=None, error="RuntimeError: boom")
+    assert time.perf_counter() - start < 10
+    (warning,) = [r.getMessage() for r in caplog.records if "not logged" in r.getMessage()]
+    assert warning.startswith(
+        f"MLflow run {'0' * 32}: not logged: 20 metric values, tag error, config.yaml, "
+        "overrides.yaml, loss_curve.png, status FAILED (the run stays RUNNING); "
+        "first error: MlflowException: API request to")
 
 
 # --- sweeps ---------------------------------------------------------------------------

@@ -43,7 +43,7 @@ class SweepParent:
         tmp.replace(sweep_dir / PARENT_FILE)
 
     @classmethod
-    def read(cls, sweep_dir: Path) -> Optional["SweepParent"]:
+    def read(cls, sweep_dir: Path) -> Optional[SweepParent]:
         path = Path(sweep_dir) / PARENT_FILE
         if not path.exists():
             return None

@@ -47,7 +47,7 @@ class JobContext:
     sweep_name: Optional[str] = None  # the `sweep` group's choice, for named sweeps
 
     @classmethod
-    def current(cls) -> "JobContext":
+    def current(cls) -> JobContext:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 

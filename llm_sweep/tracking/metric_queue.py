@@ -57,11 +57,12 @@ class BackgroundMetricLogger:
                     log.warning("MLflow: sending metrics failed (%s); keeping them to retry",
                                 redact(str(self.last_error)))
                 failures += 1
-        # Closing: a few more tries, none started after the deadline.
+        # Closing: a few more tries, 1 s and 2 s apart, none started after the deadline.
         for attempt in range(CLOSE_ATTEMPTS):
+            if attempt:
+                time.sleep(min(2.0 ** (attempt - 1), max(0.0, self._deadline - time.monotonic())))
             if time.monotonic() >= self._deadline or self._send_pending():
                 return
-            time.sleep(min(2.0 ** attempt, max(0.0, self._deadline - time.monotonic())))
 
     def _send_pending(self) -> bool:
         """Send everything pending, oldest first; False when the store refuses a batch."""

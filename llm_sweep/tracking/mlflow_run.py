@@ -1,11 +1,13 @@
 """One MLflow run per training run: params and tags at the start, metrics from a
-background thread while training, artifacts and the final status at the end.
+background thread while training, artifacts and the final status at the end. A job that
+resumes from its checkpoint (a requeued Slurm job) continues the same MLflow run.
 
 Tracking never stops training: if the store cannot be reached at the start the run
 goes on untracked, and whatever could not be logged is named in one warning at the end.
 """
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from llm_sweep.checkpoint import list_checkpoints
 from llm_sweep.config import RunConfig
 from llm_sweep.job import config_hash
 from llm_sweep.tracking.callback import SweepParent
@@ -21,7 +24,8 @@ from llm_sweep.tracking.describe import (MAX_TAG_CHARS, JobContext, derived_para
 from llm_sweep.tracking.loss_curve import plot_loss_curve
 from llm_sweep.tracking.metric_queue import BackgroundMetricLogger, MetricValue
 from llm_sweep.tracking.redact import redact
-from llm_sweep.tracking.store import connect, log_params, open_experiment, resolve_uri, with_retries
+from llm_sweep.tracking.store import (connect, log_params, open_experiment, resolve_uri, set_tags,
+                                      with_retries)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -30,13 +34,17 @@ log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 30.0  # the most finish() waits for queued metrics
 HYDRA_FILES = ("config.yaml", "overrides.yaml")  # written by Hydra to <run_dir>/.hydra/
+RUN_RECORD = "mlflow_run.json"  # in the run dir: the run a resumed job continues
 
 
 def start_mlflow_run(run: RunConfig, cfg: DictConfig, run_dir: Path) -> MlflowTracker | UntrackedRun:
-    """Create the run (a child of the sweep's parent in a multirun) and log params and tags."""
+    """Create the run (a child of the sweep's parent in a multirun), or continue the one a
+    resumed job started, and log its params and tags."""
     job = JobContext.current()
     parent = SweepParent.read(job.sweep_dir) if job.sweep_dir else None
     uri = parent.tracking_uri if parent else resolve_uri(run.tracking.uri, job.cwd)
+    digest = config_hash(run)
+    name = run_name(run, job.overrides, parent.shared_overrides if parent else ())
     try:
         if parent:
             client, experiment_id = connect(uri), parent.experiment_id
@@ -44,21 +52,50 @@ def start_mlflow_run(run: RunConfig, cfg: DictConfig, run_dir: Path) -> MlflowTr
             experiment = experiment_name(run.tracking.experiment, job.name, job.sweep_name,
                                          multirun=job.sweep_dir is not None)
             client, experiment_id = open_experiment(uri, experiment)
-        tags = run_tags(run, job, config_hash(run))
+        tags = run_tags(run, job, digest)
         if parent:
             tags["mlflow.parentRunId"] = parent.run_id
-        name = run_name(run, job.overrides, parent.shared_overrides if parent else ())
-        run_id = with_retries(lambda: client.create_run(experiment_id, run_name=name, tags=tags)
-                              ).info.run_id
+        run_id = _continued_run(client, run, run_dir, uri, digest, tags)
+        if run_id is None:
+            run_id = with_retries(lambda: client.create_run(
+                experiment_id, run_name=name, tags=tags)).info.run_id
     except Exception as exc:  # training goes on; finish() says what was not logged
         reason = f"MLflow at {redact(uri)} is unavailable: {_one_line(exc)}"
         log.warning("%s; training continues untracked", reason)
         return UntrackedRun(run, run_dir, reason)
+    record = {"run_id": run_id, "tracking_uri": redact(uri), "config_hash": digest}
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     tracker = MlflowTracker(client, run_id, name, run, Path(run_dir))
     log.info("MLflow: run %r (%s) in experiment %s at %s", name, run_id, experiment_id, redact(uri))
+    # Identical values may be logged again, so a continued run needs no special case.
     tracker.attempt("params", lambda: log_params(client, run_id, {
         **flatten_params(OmegaConf.to_container(cfg, resolve=True)), **derived_params(run)}))
     return tracker
+
+
+def _continued_run(client: MlflowClient, run: RunConfig, run_dir: Path, uri: str, digest: str,
+                   tags: dict[str, str]) -> Optional[str]:
+    """The run recorded in the run dir, RUNNING again with fresh tags, when this job resumes
+    from its checkpoint (a preempted job requeued) with the same config and store."""
+    from mlflow.exceptions import MlflowException
+
+    record = Path(run_dir) / RUN_RECORD
+    if run.resume != "auto" or not record.exists() or not list_checkpoints(run_dir):
+        return None
+    saved = json.loads(record.read_text())
+    if (saved["config_hash"], saved["tracking_uri"]) != (digest, redact(uri)):
+        return None
+    run_id = saved["run_id"]
+    try:
+        previous = client.get_run(run_id)
+    except MlflowException:  # deleted from the store: start a new run
+        return None
+    if "error" in previous.data.tags:
+        client.delete_tag(run_id, "error")
+    set_tags(client, run_id, tags)
+    with_retries(lambda: client.update_run(run_id, status="RUNNING"))
+    return run_id
 
 
 def _one_line(exc: BaseException) -> str:
@@ -71,27 +108,22 @@ def _artifact_files(run: RunConfig, run_dir: Path) -> list[tuple[Path, Optional[
     """(file, artifact folder) of the files logged as they are."""
     files: list[tuple[Path, Optional[str]]] = [(run_dir / ".hydra" / name, None) for name in HYDRA_FILES]
     if run.tracking.log_checkpoint:
-        files += [(path, "checkpoints") for path in sorted((run_dir / "checkpoints").glob("*.pt"))]
+        files += [(path, "checkpoints") for path in list_checkpoints(run_dir)]
     return [(path, folder) for path, folder in files if path.exists()]
-
-
-def _warn_not_logged(run_id: str, metric_values: int, failed: list[str]) -> None:
-    if metric_values or failed:
-        what = ([f"{metric_values} metric values"] if metric_values else []) + failed
-        log.warning("MLflow run %s: not logged: %s", run_id, ", ".join(what))
 
 
 class MlflowTracker:
     """A live MLflow run: `sinks()` feed train(), `finish()` records the outcome."""
 
-    def __init__(self, client: "MlflowClient", run_id: str, name: str, run: RunConfig,
+    def __init__(self, client: MlflowClient, run_id: str, name: str, run: RunConfig,
                  run_dir: Path):
         self.client = client
         self.run_id = run_id
         self.name = name
         self._run = run
         self._run_dir = run_dir
-        self._failed: list[str] = []
+        self._failed: list[str] = []  # what could not be logged, for the final warning
+        self._first_error: Optional[str] = None
         self._metrics = BackgroundMetricLogger(self._send_metrics)
 
     def sinks(self) -> list[BackgroundMetricLogger]:
@@ -109,7 +141,8 @@ class MlflowTracker:
             return True
         except Exception as exc:
             log.debug("MLflow: %s failed", what, exc_info=True)
-            self._failed.append(f"{what} ({_one_line(exc)})")
+            self._failed.append(what)
+            self._first_error = self._first_error or _one_line(exc)
             return False
 
     def finish(self, status: str, summary: Optional[dict[str, Any]] = None,
@@ -129,7 +162,16 @@ class MlflowTracker:
         if not self.attempt(f"status {status}", lambda: with_retries(
                 lambda: client.set_terminated(run_id, status))):
             self._failed[-1] += " (the run stays RUNNING)"
-        _warn_not_logged(run_id, unsent, self._failed)
+        self._warn_not_logged(unsent)
+
+    def _warn_not_logged(self, metric_values: int) -> None:
+        if not metric_values and not self._failed:
+            return
+        what = ([f"{metric_values} metric values"] if metric_values else []) + self._failed
+        last = self._metrics.last_error
+        error = self._first_error or (_one_line(last) if last else "timed out sending metrics")
+        log.warning("MLflow run %s: not logged: %s; first error: %s", self.run_id,
+                    ", ".join(what), error)
 
     def _log_loss_curve(self) -> None:
         metrics = self._run_dir / "metrics.jsonl"
@@ -150,7 +192,7 @@ class UntrackedRun:
         self.reason = reason
         self.metric_values = 0
 
-    def sinks(self) -> list["UntrackedRun"]:
+    def sinks(self) -> list[UntrackedRun]:
         return [self]
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:

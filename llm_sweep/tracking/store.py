@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -27,7 +28,7 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 SQLITE_PREFIX = "sqlite:///"
 PROBE_TIMEOUT_S = 5.0
 LOCK_TIMEOUT_S = 300.0
-MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit on params, and on tags
 # MLflow retries a failing HTTP call 7 times with a 120 s timeout each: minutes of
 # waiting per call when a server is down. A training job would rather drop a metric.
 HTTP_DEFAULTS = {
@@ -82,8 +83,12 @@ def probe(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     try:
         with urllib.request.urlopen(health, timeout=timeout_s):
             pass
+    except urllib.error.HTTPError:
+        return  # it answered (a proxy may guard /health with auth)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            return  # it answered; TLS settings are MLflow's (MLFLOW_TRACKING_SERVER_CERT_PATH)
         raise TrackingUnavailable(f"no answer from {health}: {reason}") from exc
 
 
@@ -125,19 +130,19 @@ def _opening(uri: str) -> Iterator[None]:
         yield
 
 
-def _client(uri: str) -> "MlflowClient":
+def _client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     return with_retries(lambda: MlflowClient(tracking_uri=uri))  # opens (creates, migrates) the store
 
 
-def connect(uri: str) -> "MlflowClient":
+def connect(uri: str) -> MlflowClient:
     """A client on an existing store (a sweep's, opened once by its launcher)."""
     with _opening(uri):
         return _client(uri)
 
 
-def open_experiment(uri: str, name: str) -> tuple["MlflowClient", str]:
+def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     """A client on `uri` and the id of experiment `name`, created if needed."""
     from mlflow.exceptions import MlflowException
 
@@ -160,11 +165,20 @@ def open_experiment(uri: str, name: str) -> tuple["MlflowClient", str]:
         return client, experiment.experiment_id
 
 
-def log_params(client: "MlflowClient", run_id: str, params: dict[str, str]) -> None:
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
     """Log params in as few calls as MLflow's per-call limit allows."""
     from mlflow.entities import Param
 
-    items = list(params.items())
-    for start in range(0, len(items), MAX_PARAMS_PER_CALL):
-        chunk = [Param(key, value) for key, value in items[start:start + MAX_PARAMS_PER_CALL]]
-        with_retries(lambda: client.log_batch(run_id, params=chunk))
+    _log_in_batches(client, run_id, "params", [Param(k, v) for k, v in params.items()])
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    _log_in_batches(client, run_id, "tags", [RunTag(k, v) for k, v in tags.items()])
+
+
+def _log_in_batches(client: MlflowClient, run_id: str, kind: str, entities: list) -> None:
+    for start in range(0, len(entities), MAX_PARAMS_PER_CALL):
+        chunk = entities[start:start + MAX_PARAMS_PER_CALL]
+        with_retries(lambda: client.log_batch(run_id, **{kind: chunk}))

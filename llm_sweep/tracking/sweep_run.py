@@ -7,7 +7,7 @@ import re
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,6 +15,10 @@ from llm_sweep.tracking.callback import PARENT_FILE, SweepParent, sweep_dir_of
 from llm_sweep.tracking.describe import experiment_name, flatten_params, git_tags
 from llm_sweep.tracking.redact import redact
 from llm_sweep.tracking.store import connect, log_params, open_experiment, resolve_uri, with_retries
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ def start_parent_run(config: DictConfig) -> Optional[SweepParent]:
     return parent
 
 
-def _children(client: Any, parent: SweepParent) -> list[Any]:
+def _children(client: MlflowClient, parent: SweepParent) -> list[Run]:
     runs, token = [], None
     while True:
         page = client.search_runs([parent.experiment_id],
@@ -91,7 +95,7 @@ def _children(client: Any, parent: SweepParent) -> list[Any]:
             return runs
 
 
-def best_child(children: list[Any]) -> Optional[Any]:
+def best_child(children: list[Run]) -> Optional[Run]:
     """The FINISHED child with the lowest final validation loss."""
     finished = [r for r in children if r.info.status == "FINISHED"
                 and math.isfinite(r.data.metrics.get(FINAL_METRIC, math.nan))]

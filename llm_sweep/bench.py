@@ -1,0 +1,42 @@
+"""`python -m llm_sweep.bench`: training throughput per mode, on random tokens.
+
+    python -m llm_sweep.bench model=tiny device=cpu
+    python -m llm_sweep.bench model=wide3 batch=a100 device=cuda bench.modes=[eager-bf16,compile-bf16]
+    python -m llm_sweep.bench --multirun optim=adamw,sophiag tracking=none
+
+The same config groups as training. For each of bench.modes (eager|compile x fp32|bf16):
+a fresh model and optimizer, bench.warmup_steps untimed steps (compilation happens here),
+then bench.steps timed steps. Prints one table and writes bench.json and bench.md to the
+run's output directory. No dataset and no tracking.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from llm_sweep.benchmarking import format_report, run_bench, write_results
+from llm_sweep.config import CONF_DIR, load_config, register_configs
+from llm_sweep.errors import LlmSweepError
+
+register_configs()
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        result = run_bench(load_config(cfg))
+    except LlmSweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(format_report(result), end="", flush=True)
+    json_path, md_path = write_results(result, out_dir)
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Timing the training step per mode on a synthetic shard of random tokens.
+
+Each mode gets a fresh model and optimizer (`build_optimizer`, so SophiaG's Hessian hook
+runs too) and the training loop's own `forward_backward` and `optimizer_step`. The bench
+synchronizes the device between phases to split the step time; training does not.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llm_sweep.benchmarking.metrics import BenchRecord, PhaseTimes, tokens_per_s
+from llm_sweep.benchmarking.modes import BenchMode, parse_modes
+from llm_sweep.benchmarking.report import BenchResult, run_summary
+from llm_sweep.config import RunConfig
+from llm_sweep.data import BatchSampler, TokenShard
+from llm_sweep.errors import ConfigError
+from llm_sweep.hardware import autocast_for, configure_backends, peak_flops, resolve_device
+from llm_sweep.models import build_model
+from llm_sweep.optim import build_optimizer
+from llm_sweep.train import forward_backward, optimizer_step
+
+SHARD_TOKENS = 2**24  # 32 MB of uint16: random windows touch many pages, as a real split does
+SAMPLING_SECONDS = 0.5
+
+
+def synced_clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@contextmanager
+def synthetic_shard(vocab_size: int, seed: int, n_tokens: int = SHARD_TOKENS) -> Iterator[TokenShard]:
+    """A temporary token shard of uniformly random ids (uint16 caps them at 65,535)."""
+    ids = np.random.default_rng(seed).integers(0, min(vocab_size, 2**16), size=n_tokens, dtype=np.uint16)
+    with tempfile.TemporaryDirectory(prefix="llm_sweep_bench_") as tmp:
+        yield TokenShard.write(Path(tmp) / "random.bin", ids)
+
+
+def sampling_tokens_per_s(sampler: BatchSampler, seconds: float = SAMPLING_SECONDS) -> float:
+    """Tokens/s of `sampler.get` alone (on CUDA including the host-to-device copy)."""
+    calls, start = 0, synced_clock(sampler.device)
+    while calls < 3 or time.perf_counter() - start < seconds:
+        sampler.get(calls, 0)
+        calls += 1
+    elapsed = synced_clock(sampler.device) - start
+    return tokens_per_s(calls * sampler.micro_batch_size * sampler.seq_len, elapsed)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the process's peak RSS, which ru_maxrss reports
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak since the process started stands
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else 1024 * peak  # bytes on macOS, KiB on Linux
+
+
+def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: TokenShard,
+                 peak: float) -> BenchRecord:
+    """Warm up, then time `run.bench.steps` optimizer steps of a fresh model in `mode`."""
+    if mode.compile:
+        torch.compiler.reset()  # each compiled mode pays its own compilation
+    reset_peak_memory(device)
+    torch.manual_seed(run.seed)
+    batch, warmup_steps = run.batch, run.bench.warmup_steps
+    model = build_model(run.model).to(device)
+    optimizer, hook = build_optimizer(model, run.optim, batch.tokens_per_step, device.type)
+    step_model = torch.compile(model) if mode.compile else model
+    autocast = autocast_for(device, mode.dtype)
+    sampler = BatchSampler(shard, batch.micro_batch_size, batch.seq_len, seed=run.seed, device=device)
+    model.train()
+
+    def timed_step(index: int) -> PhaseTimes:
+        # The hook counts warm-up steps as -warmup_steps..-1: the last one, step -1, is due
+        # for every periodic refresh (SophiaG's Hessian), so its compilation is not timed
+        # and the timed steps 0..steps-1 refresh exactly as the first steps of training do.
+        start = time.perf_counter()
+        batches = [sampler.get(index, micro) for micro in range(batch.grad_accum)]
+        sampled = synced_clock(device)
+        forward_backward(step_model, batches, autocast)
+        backward_done = synced_clock(device)
+        optimizer_step(model, optimizer, hook, run.optim.grad_clip)
+        hook.after_step(index - warmup_steps, step_model, batches[-1][0], autocast)
+        return PhaseTimes(sampled - start, backward_done - sampled, synced_clock(device) - backward_done)
+
+    start = synced_clock(device)
+    for index in range(warmup_steps):
+        timed_step(index)
+    warmup_s = synced_clock(device) - start
+    timed = sum((timed_step(warmup_steps + i) for i in range(run.bench.steps)), PhaseTimes())
+    return BenchRecord.from_times(
+        mode.name, timed, run.bench.steps, batch.tokens_per_step, warmup_s, warmup_steps,
+        model.flops_per_token(batch.seq_len), peak, peak_memory_bytes(device))
+
+
+def run_bench(run: RunConfig) -> BenchResult:
+    """Every mode of run.bench.modes in turn, and the batch sampler's rate."""
+    modes = parse_modes(run.bench.modes)
+    if run.bench.warmup_steps < 0 or run.bench.steps < 1:
+        raise ConfigError(f"bench.warmup_steps={run.bench.warmup_steps} must be >= 0 and "
+                          f"bench.steps={run.bench.steps} >= 1")
+    device = resolve_device(run.device)
+    configure_backends(device)
+    peaks = {dtype: peak_flops(device, dtype, run.peak_flops) for dtype in {m.dtype for m in modes}}
+    load_before = os.getloadavg()[0]
+    with synthetic_shard(run.model.vocab_size, run.seed) as shard:
+        sampler = BatchSampler(shard, run.batch.micro_batch_size, run.batch.seq_len,
+                               seed=run.seed, device=device)
+        data_rate = sampling_tokens_per_s(sampler)
+        records = []
+        for mode in modes:
+            print(f"bench: {mode.name} ...", file=sys.stderr, flush=True)
+            records.append(measure_mode(mode, run, device, shard, peaks[mode.dtype]))
+    return BenchResult(summary=run_summary(run, device, (load_before, os.getloadavg()[0])),
+                       data_tokens_per_s=data_rate, records=records)
