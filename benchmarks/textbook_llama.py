@@ -6,9 +6,9 @@
 The reference has what a first implementation would: separate q, k, v and gate, up, down
 projections, complex-number rotary embeddings, `F.cross_entropy` on the full logits and
 `torch.optim.AdamW` with default settings. Both models have the same shapes and parameter
-count, train in fp32 eager on random tokens, and take turns step by step in one process,
-so the load of a shared machine falls on both alike. Prints the median and best step time
-of each and their ratio.
+count, train in fp32 eager on random tokens, and take turns step by step in one process
+(alternating who goes first), so the load of a shared machine falls on both alike.
+Prints the median and best step time of each and their ratio.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from llm_sweep.hardware import autocast_for
 from llm_sweep.models import ModelConfig, build_model
-from llm_sweep.optim import build_optimizer
+from llm_sweep.optim import OptimizerHook, build_optimizer
 from llm_sweep.optim.config import OptimConfig
 from llm_sweep.reporting.plan import load_presets
 from llm_sweep.train import forward_backward, optimizer_step
@@ -128,7 +128,8 @@ def textbook_step(model: TextbookLlama, optimizer: torch.optim.Optimizer) -> Cal
     return step
 
 
-def llm_sweep_step(model: nn.Module, optimizer: torch.optim.Optimizer, hook) -> Callable[[Tensor, Tensor], None]:
+def llm_sweep_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+                   hook: OptimizerHook) -> Callable[[Tensor, Tensor], None]:
     def step(x: Tensor, y: Tensor) -> None:
         forward_backward(model, [(x, y)], autocast_for(torch.device("cpu"), "fp32"))
         optimizer_step(model, optimizer, hook, 1.0)
@@ -148,7 +149,7 @@ def main() -> None:
     torch.manual_seed(0)
     textbook = TextbookLlama(config)
     ours = build_model(config)
-    assert sum(p.numel() for p in textbook.parameters()) == ours.num_params()
+    assert sum(p.numel() for p in textbook.parameters()) == ours.num_params(), "shapes differ"
     ours_optimizer, hook = build_optimizer(ours, optim, args.batch_size * args.seq_len, "cpu")
     steps = {
         "textbook": textbook_step(textbook, torch.optim.AdamW(textbook.parameters(), lr=optim.lr,
@@ -159,9 +160,9 @@ def main() -> None:
     x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_ in range(args.rounds + 1):  # round 0 warms up both
-        for name, step in steps.items():
+        for name in sorted(steps, reverse=round_ % 2 == 1):  # who goes first alternates
             start = time.perf_counter()
-            step(x, y)
+            steps[name](x, y)
             if round_:
                 times[name].append(time.perf_counter() - start)
 

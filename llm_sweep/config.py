@@ -25,6 +25,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 SWEEPS_DIR = CONF_DIR.parent / "sweeps"
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bf16", "fp32")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -102,6 +103,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto | bf16 | fp32 (auto: bf16 on CUDA and bf16-capable CPUs)
     compile: Optional[bool] = None  # None: on for CUDA, off for CPU
+    compile_mode: Optional[str] = None  # torch.compile mode, e.g. max-autotune-no-cudagraphs
     resume: str = "auto"  # auto | never | a checkpoint path
     peak_flops: Optional[float] = None  # None: from the device (table or CPU probe)
 
@@ -170,6 +172,8 @@ def validate(run: RunConfig) -> None:
     _choice("device", run.device, DEVICES)
     _choice("dtype", run.dtype, DTYPES)
     _choice("tracking.backend", run.tracking.backend, ("mlflow", "none"))
+    if run.compile_mode is not None:
+        _choice("compile_mode", run.compile_mode, COMPILE_MODES)
     for key in ("n_layer", "n_embd", "head_dim", "vocab_size", "max_seq_len"):
         _positive(f"model.{key}", getattr(m, key), allow_none=False)
     _positive("model.n_head", m.n_head)

@@ -164,7 +164,7 @@ def train(run: RunConfig, run_dir: Path, sinks: Iterable[MetricSink] = ()) -> di
         _set_rng_state(resumed["rng"])
 
     use_compile = run.compile if run.compile is not None else device.type == "cuda"
-    step_model = torch.compile(model) if use_compile else model
+    step_model = torch.compile(model, mode=run.compile_mode) if use_compile else model
     sampler = BatchSampler(splits.train, run.batch.micro_batch_size, run.batch.seq_len,
                            seed=run.seed, device=device)
     print(f"model {run.model.name} ({run.model.arch}): {n_params:,} params | "

@@ -43,3 +43,23 @@ def test_optuna_sweep_of_the_app_continues_its_study(tmp_path):
     assert all(3e-4 <= t.params["optim.lr"] <= 1e-2 and math.isfinite(t.value) for t in trials)
     results = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(study.best_value)
+
+
+@pytest.mark.slow
+def test_a_two_by_two_grid_runs_four_jobs_as_four_mlflow_children(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    tiny = [o for o in TINY if o != "tracking=none"]
+    result = run_app(["--multirun", *tiny, "model.n_embd=64,128", "optim.lr=1e-3,3e-3",
+                      "tracking.experiment=grid", "hydra.sweep.dir=sweep"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "4/4 jobs finished" in result.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("grid").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {(r.data.params["model.n_embd"], r.data.params["optim.lr"]) for r in children} == {
+        ("64", "0.001"), ("64", "0.003"), ("128", "0.001"), ("128", "0.003")}
+    assert all(r.info.status == "FINISHED" for r in children)

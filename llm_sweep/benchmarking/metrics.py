@@ -55,7 +55,6 @@ class BenchRecord:
     data_ms: float
     flops_per_token: int
     peak_flops: float
-    steps: int
 
     @classmethod
     def from_times(cls, mode: str, timed: PhaseTimes, steps: int, tokens_per_step: int,
@@ -69,4 +68,4 @@ class BenchRecord:
                    compile_s=compile_overhead_s(warmup_s, warmup_steps, step_s), warmup_s=warmup_s,
                    fwd_bwd_ms=1000 * timed.fwd_bwd_s / steps, optim_ms=1000 * timed.optim_s / steps,
                    data_ms=1000 * timed.data_s / steps, flops_per_token=flops_per_token,
-                   peak_flops=peak_flops, steps=steps)
+                   peak_flops=peak_flops)

@@ -6,6 +6,7 @@ synchronizes the device between phases to split the step time; training does not
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import resource
@@ -59,12 +60,14 @@ def sampling_tokens_per_s(sampler: BatchSampler, seconds: float = SAMPLING_SECON
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start a mode's peak from what is live now, not from what earlier modes held."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         return
-    try:  # Linux: writing 5 resets the process's peak RSS, which ru_maxrss reports
+    try:  # Linux: hand freed heap pages back (glibc keeps them), then reset ru_maxrss to now
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass  # elsewhere the peak since the process started stands
@@ -80,14 +83,12 @@ def peak_memory_bytes(device: torch.device) -> int:
 def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: TokenShard,
                  peak: float) -> BenchRecord:
     """Warm up, then time `run.bench.steps` optimizer steps of a fresh model in `mode`."""
-    if mode.compile:
-        torch.compiler.reset()  # each compiled mode pays its own compilation
     reset_peak_memory(device)
     torch.manual_seed(run.seed)
     batch, warmup_steps = run.batch, run.bench.warmup_steps
     model = build_model(run.model).to(device)
     optimizer, hook = build_optimizer(model, run.optim, batch.tokens_per_step, device.type)
-    step_model = torch.compile(model) if mode.compile else model
+    step_model = torch.compile(model, mode=run.compile_mode) if mode.compile else model
     autocast = autocast_for(device, mode.dtype)
     sampler = BatchSampler(shard, batch.micro_batch_size, batch.seq_len, seed=run.seed, device=device)
     model.train()
@@ -110,9 +111,12 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
         timed_step(index)
     warmup_s = synced_clock(device) - start
     timed = sum((timed_step(warmup_steps + i) for i in range(run.bench.steps)), PhaseTimes())
-    return BenchRecord.from_times(
+    record = BenchRecord.from_times(
         mode.name, timed, run.bench.steps, batch.tokens_per_step, warmup_s, warmup_steps,
         model.flops_per_token(batch.seq_len), peak, peak_memory_bytes(device))
+    if mode.compile:
+        torch.compiler.reset()  # frees the graphs (and the model they hold); the next compiles afresh
+    return record
 
 
 def run_bench(run: RunConfig) -> BenchResult:
@@ -123,7 +127,9 @@ def run_bench(run: RunConfig) -> BenchResult:
                           f"bench.steps={run.bench.steps} >= 1")
     device = resolve_device(run.device)
     configure_backends(device)
-    peaks = {dtype: peak_flops(device, dtype, run.peak_flops) for dtype in {m.dtype for m in modes}}
+    # The benchmark probes the CPU again: the cache keeps the best peak ever measured.
+    peaks = {dtype: peak_flops(device, dtype, run.peak_flops, remeasure=True)
+             for dtype in {m.dtype for m in modes}}
     load_before = os.getloadavg()[0]
     with synthetic_shard(run.model.vocab_size, run.seed) as shard:
         sampler = BatchSampler(shard, run.batch.micro_batch_size, run.batch.seq_len,

@@ -17,8 +17,8 @@ from llm_sweep.models.config import ModelConfig
 
 INIT_STD = 0.02
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (T, head_size / 2), fp32
-# Logits per chunk of the training loss: 2^26 fp32 values (256 MB) bound its working memory
-# at any batch size while each chunk's matmuls stay large enough to run at full speed.
+# Logits per chunk of the training loss: about 2^26 fp32 values (256 MB) bound its working
+# memory at any batch size, while each chunk's matmuls stay large enough to run at full speed.
 LOSS_CHUNK_LOGITS = 2**26
 
 
