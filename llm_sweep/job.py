@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 import traceback
 from dataclasses import asdict
@@ -125,7 +124,3 @@ def _failed(run_dir: Path, exc: Exception, multirun: bool, fail_fast: bool,
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     raise exc
-
-
-def is_success(value: Optional[float]) -> bool:
-    return value is not None and math.isfinite(value)

@@ -94,7 +94,7 @@ def _optimizer_section(findings: Findings) -> list[str]:
     lines = []
     for scale in compared:
         ranked = sorted(scale.by_optimizer.items(), key=lambda item: item[1].loss)
-        (winner, best), (runner_up, second) = ranked[0], ranked[1]
+        (winner, best), (_, second) = ranked[0], ranked[1]
         lines += [f"- {si(scale.params)} params: " + "; ".join(
                       f"{name} {config.loss:.4f} ({config.label})" for name, config in ranked),
                   "  " + _verdict(winner, second.loss - best.loss, findings.noise)]
