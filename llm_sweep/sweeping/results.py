@@ -5,7 +5,6 @@ launcher ran it on, so the table is read from disk in the launching process.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -14,6 +13,8 @@ from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from llm_sweep.job import STATUS_FILE, read_status
 
 RESULTS_FILE = "sweep_results.md"
 
@@ -29,9 +30,9 @@ class JobResult:
 
 def collect_results(sweep_dir: Path) -> list[JobResult]:
     results = []
-    for status_file in sorted(Path(sweep_dir).glob("*/status.json"), key=_job_order):
+    for status_file in sorted(Path(sweep_dir).glob(f"*/{STATUS_FILE}"), key=_job_order):
         job_dir = status_file.parent
-        status = json.loads(status_file.read_text())
+        status = read_status(job_dir)
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
         results.append(JobResult(job_dir, overrides, status["status"], status.get("val_loss"),
@@ -68,6 +69,6 @@ class SweepResultsCallback(Callback):
         (sweep_dir / RESULTS_FILE).write_text(table + "\n")
         finished = sum(r.status == "finished" for r in results)
         print(f"\nsweep {sweep_dir}: {finished}/{len(results)} jobs finished\n{table}", flush=True)
-        if finished == 0 and all(r.status == "failed" for r in results):
+        if all(r.status == "failed" for r in results):
             print("error: every job of the sweep failed", file=sys.stderr)
             sys.exit(1)
