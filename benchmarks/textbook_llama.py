@@ -26,7 +26,7 @@ from llm_sweep.models import ModelConfig, build_model
 from llm_sweep.optim import OptimizerHook, build_optimizer
 from llm_sweep.optim.config import OptimConfig
 from llm_sweep.reporting.plan import load_presets
-from llm_sweep.train import forward_backward, optimizer_step
+from llm_sweep.training.steps import forward_backward, optimizer_step
 
 
 class TextbookRMSNorm(nn.Module):

@@ -11,7 +11,6 @@ run's output directory. No dataset and no tracking.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -19,20 +18,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from llm_sweep.benchmarking import format_report, run_bench, write_results
+from llm_sweep.cli import user_errors
 from llm_sweep.config import CONF_DIR, load_config, register_configs
-from llm_sweep.errors import LlmSweepError
 
 register_configs()
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
+@user_errors
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        result = run_bench(load_config(cfg))
-    except LlmSweepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    result = run_bench(load_config(cfg))
     print(format_report(result), end="", flush=True)
     json_path, md_path = write_results(result, out_dir)
     print(f"wrote {json_path} and {md_path}")

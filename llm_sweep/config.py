@@ -3,7 +3,9 @@
 Each group's presets list `_self_` after a schema default (e.g. `model_schema`),
 so a mistyped key or a wrongly typed value fails at composition, naming the key.
 `load_config` converts the composed DictConfig once into plain dataclasses and
-runs the cross-field checks; everything below the entry point takes those.
+checks every key against its rule (see llm_sweep.rules): each field's allowed values
+sit in its metadata, rules spanning fields in the schema's `cross_field_rules`.
+Everything below the entry point takes those checked dataclasses.
 """
 from __future__ import annotations
 
@@ -16,36 +18,63 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.data.config import DATASETS, DataConfig
+from llm_sweep.data.config import DataConfig
 from llm_sweep.errors import ConfigError
-from llm_sweep.models.config import ARCHS, ModelConfig
-from llm_sweep.optim.config import OPTIMIZERS, SCHEDULES, OptimConfig, ScheduleConfig
+from llm_sweep.models.config import ModelConfig
+from llm_sweep.optim.config import OptimConfig, ScheduleConfig
+from llm_sweep.rules import check, rule
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-SWEEPS_DIR = CONF_DIR.parent / "sweeps"
+
+
+def _shipped(folder: str) -> Path:
+    """conf/ or sweeps/: inside the installed package (a wheel ships them as package data),
+    else at the top of the source tree (an editable install or a checkout)."""
+    package = Path(__file__).resolve().parent
+    installed = package / folder
+    return installed if installed.is_dir() else package.parent / folder
+
+
+CONF_DIR = _shipped("conf")
+SWEEPS_DIR = _shipped("sweeps")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bf16", "fp32")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+BENCH_MODES = ("eager-fp32", "eager-bf16", "compile-fp32", "compile-bf16")
+TRACKING_BACKENDS = ("mlflow", "none")
+SEED = rule(ge=0, lt=2**32)  # numpy's seeding range
 
 
 @dataclass
 class BatchConfig:
-    micro_batch_size: int = 16
-    grad_accum: int = 1
-    seq_len: int = 256
+    micro_batch_size: int = field(default=16, metadata=rule(ge=1))
+    grad_accum: int = field(default=1, metadata=rule(ge=1))
+    seq_len: int = field(default=256, metadata=rule(ge=1))
 
     @property
     def tokens_per_step(self) -> int:
         return self.micro_batch_size * self.grad_accum * self.seq_len
 
 
+def _is_positive_duration(value: str) -> bool:
+    return _DURATION.match(str(value)) is not None and parse_duration(value) > 0
+
+
+def _budget_set(b: "BudgetConfig", p: str) -> Optional[str]:
+    if b.time is None and b.steps is None and b.tokens is None:
+        return f"budget: set at least one of {p}time, {p}steps, {p}tokens"
+    return None
+
+
 @dataclass
 class BudgetConfig:
-    time: Optional[str] = None  # "3h", "90m", "45s" or seconds
-    steps: Optional[int] = None
-    tokens: Optional[int] = None
+    time: Optional[str] = field(default=None, metadata=rule(  # "3h", "90m", "45s" or seconds
+        test=_is_positive_duration, expect="a duration > 0, e.g. 3h, 90m, 45s or a number of seconds"))
+    steps: Optional[int] = field(default=None, metadata=rule(ge=1))
+    tokens: Optional[int] = field(default=None, metadata=rule(ge=1))
     count_compile: bool = False  # include compile warm-up in the time budget
     count_eval: bool = False  # include evaluation in the time budget
+
+    cross_field_rules = (_budget_set,)  # not a field: no annotation
 
     @property
     def time_s(self) -> Optional[float]:
@@ -54,36 +83,56 @@ class BudgetConfig:
 
 @dataclass
 class EvalConfig:
-    interval: int = 100  # optimizer steps between evaluations; 0 disables
-    batches: int = 24  # micro-batches per periodic evaluation
-    final_batches: Optional[int] = None  # None: the full validation split
+    interval: int = field(default=100, metadata=rule(ge=0))  # optimizer steps between evaluations; 0: none
+    batches: int = field(default=24, metadata=rule(ge=1))  # micro-batches per periodic evaluation
+    # None: the whole validation split
+    final_batches: Optional[int] = field(default=None, metadata=rule(ge=1))
 
 
 @dataclass
 class CheckpointConfig:
-    interval: int = 0  # optimizer steps between checkpoints; 0: only at the end
+    # Optimizer steps between checkpoints; 0: only at the end.
+    interval: int = field(default=0, metadata=rule(ge=0))
 
 
 @dataclass
 class TrackingConfig:
-    backend: str = "mlflow"  # mlflow | none
+    backend: str = field(default="mlflow", metadata=rule(choices=TRACKING_BACKENDS))
     uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     experiment: Optional[str] = None  # None: the Hydra job name or the sweep's name
     run_name: Optional[str] = None  # None: derived from the overrides
-    log_interval: int = 10  # optimizer steps between train metric logs
+    log_interval: int = field(default=10, metadata=rule(ge=1))  # optimizer steps between train metric logs
     log_checkpoint: bool = False
 
 
 @dataclass
 class BenchConfig:
-    modes: List[str] = field(default_factory=lambda: ["eager-fp32", "compile-bf16"])
-    warmup_steps: int = 3
-    steps: int = 10
+    modes: List[str] = field(default_factory=lambda: ["eager-fp32", "compile-bf16"],
+                             metadata=rule(choices=BENCH_MODES, min_items=1))
+    warmup_steps: int = field(default=3, metadata=rule(ge=0))
+    steps: int = field(default=10, metadata=rule(ge=1))
 
 
 @dataclass
 class SweepConfig:
     fail_fast: bool = False
+
+
+def _seq_len_fits(run: "RunConfig", p: str) -> Optional[str]:
+    if run.batch.seq_len > run.model.max_seq_len:
+        return f"{p}batch.seq_len={run.batch.seq_len} exceeds {p}model.max_seq_len={run.model.max_seq_len}"
+    return None
+
+
+def _vocab_holds_tokens(run: "RunConfig", p: str) -> Optional[str]:
+    if run.model.vocab_size < run.data.vocab_size:
+        return (f"{p}model.vocab_size={run.model.vocab_size} is not allowed: must be >= "
+                f"{run.data.vocab_size}, the tokenizer's vocabulary")
+    return None
+
+
+def _is_checkpoint_setting(value: str) -> bool:
+    return value in ("auto", "never") or Path(value).exists()
 
 
 @dataclass
@@ -99,13 +148,23 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    seed: int = 1337
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto | bf16 | fp32 (auto: bf16 on CUDA and bf16-capable CPUs)
-    compile: Optional[bool] = None  # None: on for CUDA, off for CPU
-    compile_mode: Optional[str] = None  # torch.compile mode, e.g. max-autotune-no-cudagraphs
-    resume: str = "auto"  # auto | never | a checkpoint path
-    peak_flops: Optional[float] = None  # None: from the device (table or CPU probe)
+    seed: int = field(default=1337, metadata=SEED)
+    device: str = field(default="auto", metadata=rule(choices=DEVICES))
+    # auto: the faster on this machine: bf16 on CUDA, on a CPU the faster measured matmul
+    dtype: str = field(default="auto", metadata=rule(choices=DTYPES))
+    # auto: torch.compile where it can generate code (CUDA; a CPU with a C++ compiler)
+    compile: Any = field(default="auto", metadata=rule(
+        test=lambda value: value == "auto" or isinstance(value, bool), expect="auto, true or false"))
+    # torch.compile mode, e.g. max-autotune-no-cudagraphs
+    compile_mode: Optional[str] = field(default=None, metadata=rule(choices=COMPILE_MODES))
+    resume: str = field(default="auto", metadata=rule(
+        test=_is_checkpoint_setting, expect="auto, never or an existing checkpoint path"))
+    peak_flops: Optional[float] = field(default=None, metadata=rule(gt=0))  # None: from the device
+    # LM head + loss: 0 = plain cross-entropy on the whole logits, N = the fused head in N
+    # chunks of rows (never holding the logits whole), None = what is fastest on the device.
+    loss_chunks: Optional[int] = field(default=None, metadata=rule(ge=0))
+
+    cross_field_rules = (_seq_len_fits, _vocab_holds_tokens)  # not a field: no annotation
 
 
 def register_configs() -> None:
@@ -150,62 +209,10 @@ def _run_keys(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, keys)
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-
-
-def _positive(key: str, value: Optional[float], allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or value <= 0:
-        raise ConfigError(f"{key}={value!r} must be positive")
-
-
 def validate(run: RunConfig) -> None:
-    """Cross-field checks; each failure is one ConfigError line naming the key."""
-    m, b = run.model, run.batch
-    _choice("model.arch", m.arch, ARCHS)
-    _choice("optim.name", run.optim.name, OPTIMIZERS)
-    _choice("schedule.name", run.schedule.name, SCHEDULES)
-    _choice("data.name", run.data.name, DATASETS)
-    _choice("device", run.device, DEVICES)
-    _choice("dtype", run.dtype, DTYPES)
-    _choice("tracking.backend", run.tracking.backend, ("mlflow", "none"))
-    if run.compile_mode is not None:
-        _choice("compile_mode", run.compile_mode, COMPILE_MODES)
-    for key in ("n_layer", "n_embd", "head_dim", "vocab_size", "max_seq_len"):
-        _positive(f"model.{key}", getattr(m, key), allow_none=False)
-    _positive("model.n_head", m.n_head)
-    if m.n_embd % m.heads:
-        raise ConfigError(f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.heads}")
-    head_dim = m.n_embd // m.heads
-    if head_dim % 8:
-        raise ConfigError(f"model head size n_embd/n_head={head_dim} must be a multiple of 8")
-    if head_dim % 64:
-        warnings.warn(f"model head size n_embd/n_head={head_dim} is not a multiple of 64; "
+    """Every key against its rule, then the cross-field rules; a failure is one ConfigError line."""
+    check(run)
+    head_size = run.model.n_embd // run.model.heads
+    if head_size % 64:
+        warnings.warn(f"model head size n_embd/n_head={head_size} is not a multiple of 64; "
                       "tensor cores run best at 64 or 128", stacklevel=2)
-    if m.arch == "llama" and head_dim % 2:
-        raise ConfigError(f"model head size {head_dim} must be even for rotary embeddings")
-    for key in ("micro_batch_size", "grad_accum", "seq_len"):
-        _positive(f"batch.{key}", getattr(b, key), allow_none=False)
-    if b.seq_len > m.max_seq_len:
-        raise ConfigError(f"batch.seq_len={b.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
-    if run.budget.time_s is not None and run.budget.time_s <= 0:
-        raise ConfigError(f"budget.time={run.budget.time} must be positive")
-    _positive("budget.steps", run.budget.steps)
-    _positive("budget.tokens", run.budget.tokens)
-    if run.budget.time is None and run.budget.steps is None and run.budget.tokens is None:
-        raise ConfigError("budget: set at least one of budget.time, budget.steps, budget.tokens")
-    _positive("optim.lr", run.optim.lr, allow_none=False)
-    _positive("optim.hessian_interval", run.optim.hessian_interval, allow_none=False)
-    if not 0 <= run.schedule.warmup_frac < 1:
-        raise ConfigError(f"schedule.warmup_frac={run.schedule.warmup_frac} must be in [0, 1)")
-    sched = run.schedule
-    if sched.name == "wsd" and not 0 <= sched.decay_frac <= 1 - sched.warmup_frac:
-        raise ConfigError(f"schedule.decay_frac={sched.decay_frac} must be in "
-                          f"[0, 1 - schedule.warmup_frac]")
-    if run.eval.interval < 0 or run.eval.batches <= 0:
-        raise ConfigError("eval.interval must be >= 0 and eval.batches > 0")
-    if run.resume not in ("auto", "never") and not Path(run.resume).exists():
-        raise ConfigError(f"resume={run.resume!r}: use auto, never or an existing checkpoint path")

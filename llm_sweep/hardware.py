@@ -5,7 +5,10 @@ import contextlib
 import functools
 import json
 import os
+import re
+import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, ContextManager
 
@@ -13,14 +16,29 @@ import torch
 
 from llm_sweep.errors import ConfigError
 
-# Dense bf16 tensor-core peaks (FLOP/s), matched against torch.cuda.get_device_name().
+# Dense bf16 tensor-core peaks (FLOP/s, no 2:4 sparsity) by the name torch reports, e.g.
+# "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA A100-SXM4-80GB". The first key
+# found in the name wins, as whole words: "A100" is not in "RTX A1000", nor "H200" in "GH200".
+# From NVIDIA's datasheets, whose headline tensor figures are with sparsity, halved here.
 GPU_PEAK_FLOPS = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 125e12,
-    "L4": 121e12,
+    "GH200": 989e12,  # GH200 datasheet: its Hopper GPU, 1,979 TFLOPS with sparsity
+    "H200 NVL": 835e12,  # H200 datasheet, NVL: 1,671 with sparsity
+    "H200": 989e12,  # H200 datasheet, SXM: 1,979 with sparsity
+    "H100 NVL": 835e12,  # H100 datasheet, NVL: 1,671 with sparsity
+    "H100 PCIe": 756e12,  # H100 datasheet, PCIe: 1,513 with sparsity
+    "H100": 989e12,  # H100 datasheet, SXM (named "H100 80GB HBM3"): 1,979 with sparsity
+    "A100": 312e12,  # A100 datasheet, SXM4 and PCIe, 40 and 80 GB: 312 dense
+    "L40S": 362e12,  # L40S datasheet: 362.05 dense
+    "L40": 181e12,  # L40 datasheet: 181.05 dense
+    "L4": 121e12,  # L4 datasheet: 242 with sparsity
+    # No NVIDIA datasheet covers the A10G (AWS G5). Its 80 SMs at 1,710 MHz run tensor math
+    # at GeForce Ampere's rate, 512 dense bf16 FLOP per SM and clock with fp32 accumulation:
+    # 70 TFLOPS, as AWS-focused comparisons give (the A10 datasheet's 125 is another part).
+    "A10G": 70e12,
+    "A10": 125e12,  # A10 datasheet: 125 dense
+    # Ada whitepaper: 165.2 with fp32 accumulation, as torch's bf16 matmuls accumulate
+    # (330 is the fp16-accumulate rate).
+    "RTX 4090": 165e12,
 }
 
 
@@ -29,9 +47,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"device={name!r} is not one of auto, cpu, cuda")
-    return torch.device(name)
+    return torch.device(name)  # auto, cpu or cuda: the rule of `device` in llm_sweep.config
 
 
 def configure_backends(device: torch.device) -> None:
@@ -42,21 +58,31 @@ def configure_backends(device: torch.device) -> None:
         torch.set_float32_matmul_precision("high")
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 matmul instructions (AMX or AVX512-BF16); elsewhere bf16 is emulated
-    and several times slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def resolve_dtype(device: torch.device, dtype: str) -> str:
-    """`auto` is bf16 on CUDA and on CPUs with native bf16, else fp32."""
+    """`auto` is the faster of the two on this machine: bf16 on CUDA; on a CPU, bf16 where
+    its measured matmul peak beats fp32's (AMX, AVX512-BF16), fp32 where bf16 is emulated."""
     if dtype != "auto":
         return dtype
-    return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
+    if device.type == "cuda":
+        return "bf16"
+    return "bf16" if cpu_peak_flops("bf16") > cpu_peak_flops("fp32") else "fp32"
+
+
+def compile_enabled(device: torch.device, setting: bool | str) -> bool:
+    """`compile`: true or false as set; `auto` compiles wherever inductor can generate code,
+    on CUDA and on a CPU with a C++ compiler (measured on CPUs with and without native
+    bf16, the compiled step was 1.2-2x faster than eager: docs/performance.md)."""
+    if setting != "auto":
+        return bool(setting)
+    return device.type == "cuda" or cpp_compiler() is not None
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler inductor would use for CPU code, None when there is none."""
+    from torch._inductor import config
+
+    names = [name for name in config.cpp.cxx if name] or ["g++"]
+    return next((shutil.which(name) for name in names if shutil.which(name)), None)
 
 
 def autocast_for(device: torch.device, dtype: str) -> Callable[[], ContextManager]:
@@ -72,17 +98,33 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+@functools.lru_cache(maxsize=None)
+def gpu_peak_flops(name: str) -> float | None:
+    """Dense bf16 FLOP/s of the GPU that torch.cuda.get_device_name() calls `name`, or None
+    (with one warning per name) for a GPU GPU_PEAK_FLOPS does not know: MFU is then left
+    blank rather than measured against a guess."""
+    for key, flops in GPU_PEAK_FLOPS.items():
+        words = r"[\s_-]+".join(map(re.escape, key.split()))
+        if re.search(rf"(?<![A-Za-z0-9]){words}(?![A-Za-z0-9])", name, flags=re.IGNORECASE):
+            return flops
+    warnings.warn(f"no peak FLOP/s known for GPU {name!r}: MFU is left blank; "
+                  "set peak_flops=<dense bf16 FLOP/s> to report it", stacklevel=2)
+    return None
+
+
 def peak_flops(device: torch.device, dtype: str, override: float | None = None,
-               remeasure: bool = False) -> float:
-    """FLOP/s that 100% MFU means on this device: a table on CUDA, a measured probe on CPU."""
+               remeasure: bool = False) -> float | None:
+    """FLOP/s that 100% MFU means on this device: a table on CUDA (None for a GPU it does
+    not know), a measured probe on CPU. Callers report MFU only when this is not None."""
     if override:
         return float(override)
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in GPU_PEAK_FLOPS.items():
-            if key in name:
-                return flops if dtype == "bf16" else flops / 2  # TF32 is half the bf16 rate
-        raise ConfigError(f"unknown GPU {name!r} for MFU; set peak_flops=<FLOP/s>")
+        bf16 = gpu_peak_flops(torch.cuda.get_device_name(device))
+        if bf16 is None:
+            return None
+        return bf16 if dtype == "bf16" else bf16 / 2  # fp32 matmuls run as TF32: half the rate
+    if dtype == "bf16":  # where bf16 is emulated, the CPU's peak is still its fp32 rate
+        return max(cpu_peak_flops("bf16", remeasure), cpu_peak_flops("fp32", remeasure))
     return cpu_peak_flops(dtype, remeasure)
 
 
@@ -108,15 +150,25 @@ def cpu_peak_flops(dtype: str, remeasure: bool = False) -> float:
     return float(known[key])
 
 
-def measure_matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
-    """FLOP/s of repeated square matmuls on the CPU (best of several timed rounds)."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
-    a @ b  # warm-up
+def measure_matmul_flops(dtype: torch.dtype, max_size: int = 2048, seconds: float = 1.0) -> float:
+    """FLOP/s of repeated square matmuls on the CPU (best of several timed rounds).
+
+    The size grows from 256 while one product stays well inside the time allowed, up to
+    `max_size`: where a dtype is emulated (bf16 without AMX runs at well under 1 GFLOP/s on
+    some CPUs) one 2048^2 product alone would take a minute.
+    """
+    size = 256
+    while True:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        t0 = time.perf_counter()
+        a @ b  # warm-up, and the time one product takes
+        one = time.perf_counter() - t0
+        if size >= max_size or 8 * one > seconds / 8:  # the next size costs 8x as much
+            break
+        size *= 2
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - t0))
+        a @ b
+        best = max(best, 2 * size**3 / (time.perf_counter() - t0))
     return best

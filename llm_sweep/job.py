@@ -1,126 +1,152 @@
 """One Hydra job: validate the config, track the run, train, and record how it ended.
 
-Every job writes `status.json` in its run directory (running, then finished, failed,
-pruned or killed), which sweeps read to build their results table and to skip jobs
-that already finished with the same config.
+Every job writes its status file (llm_sweep.run_record): running, then finished, failed,
+pruned or killed. Sweeps read it to build their results table and to skip jobs that
+already finished with the same config. Whatever a sweep's job raises, the job is recorded
+failed (status file, MLflow run with an `error` tag) and returns NaN, so the sweep goes
+on; `sweep.fail_fast=true` stops it instead. A single run with a user error prints one
+line and exits 2.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import math
 import sys
 import traceback
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.config import RunConfig, load_config
+from llm_sweep.cli import exit_with_error
+from llm_sweep.config import load_config
 from llm_sweep.errors import ConfigError, LlmSweepError
-from llm_sweep.sweeping.preemption import preemption_guard
-from llm_sweep.sweeping.pruning import OptunaPruningReporter
-from llm_sweep.tracking import start_tracking
-from llm_sweep.train import RunInterrupted, train
+from llm_sweep.run_record import (STATUS_FAILED, STATUS_FINISHED, STATUS_KILLED, STATUS_PRUNED,
+                                  STATUS_RUNNING, config_hash, read_status, write_status)
+from llm_sweep.training.stop import RunInterrupted, RunPruned, StopRequest
 
-STATUS_FILE = "status.json"
-
-
-def config_hash(run: RunConfig) -> str:
-    """A stable id of everything that determines a run's result."""
-    blob = json.dumps(asdict(run), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+if TYPE_CHECKING:
+    from llm_sweep.tracking import Tracker
+    from llm_sweep.tracking.describe import JobContext
 
 
-def read_status(run_dir: Path) -> Optional[dict[str, Any]]:
-    path = Path(run_dir) / STATUS_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+class RunDirTaken(ConfigError):
+    """The run directory holds another config's run: its status file is left as it is."""
 
 
-def write_status(run_dir: Path, status: str, **fields: Any) -> None:
-    path = Path(run_dir) / STATUS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"status": status, **fields}, indent=2) + "\n")
-    tmp.replace(path)
+@dataclass
+class JobRecord:
+    """What the failure path needs to know of how far a job got."""
+
+    run_dir: Path
+    digest: Optional[str] = None
+    tracker: Optional[Tracker] = None
 
 
 def run_job(cfg: DictConfig) -> Optional[float]:
     """The Hydra task: returns the final validation loss (what sweepers minimize)."""
+    from llm_sweep.tracking.describe import JobContext
+
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    record = JobRecord(Path(hydra_cfg.runtime.output_dir))
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        run = load_config(cfg)
-    except LlmSweepError as exc:
-        return _failed(run_dir, exc, multirun, fail_fast=False)
+        return _train_job(cfg, record, JobContext.current())
+    except (RunInterrupted, KeyboardInterrupt):
+        raise  # recorded killed; submitit requeues a preempted job
+    except Exception as exc:  # any error: recorded, then reported per run mode
+        fail_fast = OmegaConf.select(cfg, "sweep.fail_fast", default=False) is True
+        return _failed(cfg, record, exc, multirun and not fail_fast)
 
-    digest = config_hash(run)
-    previous = read_status(run_dir)
-    if previous and previous["status"] == "finished" and previous.get("config_hash") == digest:
-        print(f"already finished in {run_dir} (val/loss {previous['val_loss']:.4f}); skipping")
+
+def _train_job(cfg: DictConfig, record: JobRecord, job: JobContext) -> float:
+    run = load_config(cfg)
+    record.digest = digest = config_hash(run)
+    previous = read_status(record.run_dir)
+    if previous and previous["status"] == STATUS_FINISHED and previous.get("config_hash") == digest:
+        print(f"already finished in {record.run_dir} (val/loss {previous['val_loss']:.4f}); skipping")
         return previous["val_loss"]
     if previous and previous.get("config_hash") not in (None, digest):
-        return _failed(run_dir, ConfigError(
-            f"{run_dir} holds a run with a different config ({previous['config_hash']}, now "
-            f"{digest}); choose a new hydra.run.dir / hydra.sweep.dir"), multirun, False, None,
-            keep_status=True)
-    write_status(run_dir, "running", config_hash=digest)
-    tracker = start_tracking(run, cfg, run_dir)
-    sinks = [*tracker.sinks(), *pruning_sinks()]
+        raise RunDirTaken(f"{record.run_dir} holds a run with a different config "
+                          f"({previous['config_hash']}, now {digest}); choose a new "
+                          "hydra.run.dir / hydra.sweep.dir")
+    write_status(record.run_dir, STATUS_RUNNING, config_hash=digest)
+    from llm_sweep.sweeping.preemption import preemption_guard
+    from llm_sweep.tracking import start_tracking
+    from llm_sweep.training import train
+
+    record.tracker = tracker = start_tracking(run, job, record.run_dir, digest)
+    stop = StopRequest()
+    sinks = [*tracker.sinks(), *pruning_sinks(stop)]
     try:
-        with preemption_guard() as guard:
+        with preemption_guard(stop) as guard:
             try:
-                summary = train(run, run_dir, sinks=sinks)
+                summary = train(run, record.run_dir, sinks=sinks, stop=stop)
             except RunInterrupted as exc:
-                tracker.finish("KILLED", error=str(exc))
-                write_status(run_dir, "killed", config_hash=digest, error=str(exc))
+                _stopped(record, STATUS_KILLED, str(exc))
                 guard.hand_over()  # under submitit: requeue and exit here
                 raise
     except KeyboardInterrupt:
-        tracker.finish("KILLED", error="interrupted")
-        write_status(run_dir, "killed", config_hash=digest, error="interrupted")
+        _stopped(record, STATUS_KILLED, "interrupted")
         raise
-    except RunInterrupted:
-        raise
-    except Exception as exc:  # recorded, then reported per run mode
-        if _is_pruned(exc):
-            tracker.finish("KILLED", error="pruned")
-            write_status(run_dir, "pruned", config_hash=digest)
-            return float("nan")
-        tracker.finish("FAILED", error=f"{type(exc).__name__}: {exc}")
-        return _failed(run_dir, exc, multirun, run.sweep.fail_fast, digest)
+    except RunPruned as exc:
+        _stopped(record, STATUS_PRUNED, str(exc))
+        return math.nan
     tracker.finish("FINISHED", summary=summary)
-    write_status(run_dir, "finished", config_hash=digest, val_loss=summary["val_loss"],
+    write_status(record.run_dir, STATUS_FINISHED, config_hash=digest, val_loss=summary["val_loss"],
                  val_ppl=summary["val_ppl"], val_acc=summary["val_acc"])
     return summary["val_loss"]
 
 
-def pruning_sinks() -> list:
+def pruning_sinks(stop: StopRequest) -> list:
     """The Optuna pruning reporter when this job is a trial of the Optuna sweeper."""
-    reporter = OptunaPruningReporter.from_env()
+    from llm_sweep.sweeping.pruning import OptunaPruningReporter
+
+    reporter = OptunaPruningReporter.from_env(stop)
     return [reporter] if reporter is not None else []
 
 
-def _is_pruned(exc: BaseException) -> bool:
-    return type(exc).__name__ == "TrialPruned"
+def _stopped(record: JobRecord, status: str, reason: str) -> None:
+    """A run that ended early on request: KILLED in MLflow, `status` in the status file."""
+    if record.tracker is not None:
+        record.tracker.finish("KILLED", error=reason)
+    write_status(record.run_dir, status, config_hash=record.digest, error=reason)
 
 
-def _failed(run_dir: Path, exc: Exception, multirun: bool, fail_fast: bool,
-            digest: Optional[str] = None, keep_status: bool = False) -> float:
-    """Record a failure. A single run exits 2 with one line (a traceback for real bugs);
-    a sweep job returns NaN so the other jobs go on, unless sweep.fail_fast is set."""
-    message = str(exc) if isinstance(exc, LlmSweepError) else f"{type(exc).__name__}: {exc}"
-    if not keep_status:
-        write_status(run_dir, "failed", config_hash=digest, error=message)
-    if multirun and not fail_fast:
+def one_line(exc: BaseException, with_type: bool = False) -> str:
+    """The error as one line: a user error's own message (with its type if asked), else
+    its type and first line."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(exc, LlmSweepError) and not with_type:
+        return first
+    return f"{type(exc).__name__}: {first}".rstrip(": ")
+
+
+def _failed(cfg: DictConfig, record: JobRecord, exc: Exception, keep_going: bool) -> float:
+    """Record a failure everywhere the job is seen. In a sweep, return NaN so the other jobs go
+    on; a single run exits 2 with one line for a user error and re-raises a bug."""
+    message = one_line(exc)
+    if not isinstance(exc, RunDirTaken):
+        write_status(record.run_dir, STATUS_FAILED, config_hash=record.digest, error=message)
+    if record.tracker is not None:
+        record.tracker.finish("FAILED", error=one_line(exc, with_type=True))
+    elif keep_going:
+        _track_failed_job(cfg, record, one_line(exc, with_type=True))
+    if keep_going:
         print(f"error: {message}", file=sys.stderr)
         if not isinstance(exc, LlmSweepError):
-            traceback.print_exc()
-        return float("nan")
+            traceback.print_exception(exc)
+        return math.nan
     if isinstance(exc, LlmSweepError):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(exc)
     raise exc
+
+
+def _track_failed_job(cfg: DictConfig, record: JobRecord, message: str) -> None:
+    """A sweep's job that failed before its run was tracked still shows in MLflow, FAILED."""
+    from llm_sweep.tracking.failed import record_failed_job
+
+    record_failed_job(cfg, record.run_dir, message)

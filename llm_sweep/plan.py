@@ -16,11 +16,13 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
+from llm_sweep.benchmarking.results import read_bench
+from llm_sweep.cli import user_errors
 from llm_sweep.config import parse_duration
-from llm_sweep.errors import LlmSweepError
 from llm_sweep.hardware import resolve_device
-from llm_sweep.reporting.plan import (format_plan, load_presets, mfu_throughput, plan_rows,
-                                      preset_cost, read_bench)
+from llm_sweep.models.config import ModelConfig
+from llm_sweep.planning.plan import (PresetCost, format_plan, load_presets, mfu_throughput, plan_rows,
+                                     preset_cost)
 
 DEFAULT_MFU = 0.36  # the seed run: wide3 at ~100k tokens/s on one A100
 DEFAULT_PEAK_FLOPS = 312e12  # A100 dense bf16
@@ -52,37 +54,39 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return args
 
 
+def throughput(args: argparse.Namespace, costs: list[PresetCost],
+               presets: list[ModelConfig]) -> tuple[dict[str, float], str, dict[str, str]]:
+    """Tokens/s per preset from the source the arguments name, how it was obtained, and
+    why a preset has none."""
+    if args.tokens_per_s is not None:
+        return ({cost.name: args.tokens_per_s for cost in costs},
+                f"{args.tokens_per_s:,.0f} tokens/s for every preset", {})
+    if args.bench is not None:
+        bench = read_bench(args.bench)
+        return (mfu_throughput(costs, bench.mfu, bench.peak_flops),
+                f"MFU {bench.mfu:.3f} of {bench.peak_flops / 1e12:.0f} TFLOP/s, the best mode "
+                f"({bench.mode}) of {args.bench}", {})
+    if args.probe:
+        from llm_sweep.planning.probe import probe_presets  # imports the training stack
+
+        device = resolve_device(args.device)
+        rates, notes = probe_presets(presets, device, args.dtype, args.batch_size, args.seq_len,
+                                     args.probe_steps)
+        return rates, (f"measured: {args.probe_steps} eager AdamW steps of {args.batch_size} x "
+                       f"{args.seq_len} tokens, {args.dtype}, on {device}"), notes
+    mfu = args.mfu if args.mfu is not None else DEFAULT_MFU
+    peak = args.peak_flops or DEFAULT_PEAK_FLOPS
+    default = " (default: the seed's A100 run)" if args.mfu is None and args.peak_flops is None else ""
+    return mfu_throughput(costs, mfu, peak), f"MFU {mfu:.2f} of {peak / 1e12:.0f} TFLOP/s{default}", {}
+
+
+@user_errors
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
-    try:
-        budget_s = parse_duration(args.budget)
-        presets = load_presets(args.presets.split(",") if args.presets else None)
-        costs = [preset_cost(config, args.seq_len) for config in presets]
-        notes: dict[str, str] = {}
-        if args.tokens_per_s is not None:
-            rates = {cost.name: args.tokens_per_s for cost in costs}
-            source = f"{args.tokens_per_s:,.0f} tokens/s for every preset"
-        elif args.bench is not None:
-            bench = read_bench(args.bench)
-            rates = mfu_throughput(costs, bench.mfu, bench.peak_flops)
-            source = (f"MFU {bench.mfu:.3f} of {bench.peak_flops / 1e12:.0f} TFLOP/s, the best mode "
-                      f"({bench.mode}) of {args.bench}")
-        elif args.probe:
-            from llm_sweep.reporting.probe import probe_presets  # imports the training stack
-
-            device = resolve_device(args.device)
-            rates, notes = probe_presets(presets, device, args.dtype, args.batch_size, args.seq_len,
-                                         args.probe_steps)
-            source = (f"measured: {args.probe_steps} eager AdamW steps of {args.batch_size} x "
-                      f"{args.seq_len} tokens, {args.dtype}, on {device}")
-        else:
-            mfu = args.mfu if args.mfu is not None else DEFAULT_MFU
-            peak = args.peak_flops or DEFAULT_PEAK_FLOPS
-            rates = mfu_throughput(costs, mfu, peak)
-            source = f"MFU {mfu:.2f} of {peak / 1e12:.0f} TFLOP/s" + (
-                " (default: the seed's A100 run)" if args.mfu is None and args.peak_flops is None else "")
-    except LlmSweepError as err:
-        raise SystemExit(f"error: {err}") from None
+    budget_s = parse_duration(args.budget)
+    presets = load_presets(args.presets.split(",") if args.presets else None)
+    costs = [preset_cost(config, args.seq_len) for config in presets]
+    rates, source, notes = throughput(args, costs, presets)
     header = (f"Plan for {args.budget} ({budget_s:,.0f} s) at seq_len {args.seq_len}. "
               f"Throughput: {source}.")
     table = format_plan(plan_rows(costs, rates, budget_s, args.seq_len, notes), header)

@@ -10,9 +10,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from llm_sweep.cli import user_errors
 from llm_sweep.config import CONF_DIR, load_config, register_configs
 from llm_sweep.data import prepare_dataset
-from llm_sweep.errors import LlmSweepError
 
 # Preparing data writes nothing but the cache: no run directory, no Hydra logs.
 _QUIET_HYDRA = ("hydra.run.dir=.", "hydra.output_subdir=null",
@@ -20,12 +20,9 @@ _QUIET_HYDRA = ("hydra.run.dir=.", "hydra.output_subdir=null",
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
+@user_errors
 def _prepare(cfg: DictConfig) -> None:
-    try:
-        prepare_dataset(load_config(cfg).data)
-    except LlmSweepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    prepare_dataset(load_config(cfg).data)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ TINY = [
     "model.n_layer=1", "model.n_embd=64", "model.head_dim=64",
     "batch.micro_batch_size=4", "batch.grad_accum=1", "batch.seq_len=32",
     "budget.time=null", "budget.steps=6", "eval.interval=0", "eval.batches=2",
-    "eval.final_batches=2", "tracking=none",
+    "eval.final_batches=2", "tracking=none", "compile=false",
 ]
 
 
@@ -32,3 +32,10 @@ def run_app(args: list[str], cwd: Path, module: str = "llm_sweep", timeout: floa
     """Run `python -m <module> <args>` as a real process and capture its output."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that submit Slurm jobs are slow too: `-m "not slow"` is the fast lane."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)

@@ -22,6 +22,7 @@ def test_default_command_trains_tiny_and_prints_the_summary(tmp_path):
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_seed_final_config_is_shown_by_cfg_job(tmp_path):
     result = run_app(["model=wide3", "optim=adamw", "batch=a100", "--cfg", "job"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -34,8 +35,10 @@ def test_seed_final_config_is_shown_by_cfg_job(tmp_path):
     ("model.n_head=3", "error: model.n_embd=128 is not divisible by model.n_head=3"),
     ("device=tpu", "error: device='tpu' is not one of auto, cpu, cuda"),
     ("batch.seq_len=1024", "error: batch.seq_len=1024 exceeds model.max_seq_len=256"),
-    ("budget.time=0", "error: budget.time=0 must be positive"),
+    ("budget.time=0", "error: budget.time='0' is not allowed: must be a duration > 0, "
+                      "e.g. 3h, 90m, 45s or a number of seconds"),
 ])
+@pytest.mark.slow
 def test_bad_input_fails_with_one_clear_line(tmp_path, override, message):
     result = run_app([override, "tracking=none", "hydra.run.dir=run"], cwd=tmp_path)
     assert result.returncode == 2
@@ -43,6 +46,7 @@ def test_bad_input_fails_with_one_clear_line(tmp_path, override, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_typo_in_a_key_names_it_before_any_compute(tmp_path):
     result = run_app(["model.n_embdd=3", "tracking=none"], cwd=tmp_path)
     assert result.returncode == 1
@@ -50,6 +54,7 @@ def test_typo_in_a_key_names_it_before_any_compute(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_sweep_survives_a_failing_job_and_skips_finished_jobs_on_rerun(tmp_path):
     args = ["--multirun", *TINY, "model.n_head=1,3", "hydra.sweep.dir=sweep"]
     first = run_app(args, cwd=tmp_path)
@@ -62,6 +67,7 @@ def test_sweep_survives_a_failing_job_and_skips_finished_jobs_on_rerun(tmp_path)
     assert "already finished" in second.stdout and "model tiny" not in second.stdout
 
 
+@pytest.mark.slow
 def test_sweep_where_every_job_fails_exits_non_zero(tmp_path):
     result = run_app(["--multirun", *TINY, "model.n_head=3,5", "hydra.sweep.dir=sweep"],
                      cwd=tmp_path)

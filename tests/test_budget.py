@@ -1,5 +1,5 @@
 """Budget progress follows whichever budget binds first."""
-from llm_sweep.budget import Budget, Spent
+from llm_sweep.training.budget import Budget, Spent
 from llm_sweep.config import BudgetConfig
 
 

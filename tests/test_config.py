@@ -60,7 +60,7 @@ def test_typos_and_wrong_types_fail_at_composition(override):
     (["model.n_embd=120", "model.n_head=2"], "multiple of 8"),
     (["batch.seq_len=4096"], "batch.seq_len=4096 exceeds model.max_seq_len=256"),
     (["budget.time=-5"], "budget.time"),
-    (["budget.time=soon"], "budget.time='soon' is not a duration"),
+    (["budget.time=soon"], "budget.time='soon' is not allowed: must be a duration > 0"),
     (["budget.time=null"], "set at least one of budget.time"),
     (["device=tpu"], "device='tpu' is not one of auto, cpu, cuda"),
     (["dtype=fp16"], "dtype='fp16' is not one of auto, bf16, fp32"),

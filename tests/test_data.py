@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
 import torch
 
 from llm_sweep.data import BatchSampler, TokenShard, iter_eval_batches
+from llm_sweep.data.batches import StepPrefetcher
 from llm_sweep.data.shards import HEADER, MAGIC
 from llm_sweep.data.sources import shakespeare_documents, text_documents
 from llm_sweep.errors import DataError
@@ -192,3 +194,55 @@ def test_missing_or_unsupported_paths_are_named(tmp_path):
         list(text_documents([str(tmp_path)]))
     with pytest.raises(DataError, match=r"data\.name=text needs data\.paths"):
         list(text_documents([]))
+
+
+# --- the step prefetcher ----------------------------------------------------------------
+
+def same_batches(got, expected) -> bool:
+    return len(got) == len(expected) and all(
+        torch.equal(x, ex) and torch.equal(y, ey) for (x, y), (ex, ey) in zip(got, expected))
+
+
+class RecordingSampler(BatchSampler):
+    """Notes which thread sampled each (step, micro)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[int, int, str]] = []
+
+    def get(self, step, micro):
+        self.calls.append((step, micro, threading.current_thread().name))
+        return super().get(step, micro)
+
+
+def test_prefetched_steps_are_the_samplers_batches_prepared_in_the_background(counting_shard):
+    sampler = RecordingSampler(counting_shard, micro_batch_size=4, seq_len=16, seed=3)
+    reference = BatchSampler(counting_shard, micro_batch_size=4, seq_len=16, seed=3)
+    with StepPrefetcher(sampler, grad_accum=3) as prefetcher:
+        for step in range(4):
+            expected = [reference.get(step, micro) for micro in range(3)]
+            assert same_batches(prefetcher.batches(step), expected)
+    threads = {(step, micro): name for step, micro, name in sampler.calls}
+    assert threads[0, 0] == threading.current_thread().name  # nothing was prepared yet
+    assert all(threads[step, micro].startswith("step-prefetch")
+               for step in (1, 2, 3) for micro in range(3))
+
+
+def test_prefetcher_serves_steps_in_any_order(counting_shard):
+    sampler = BatchSampler(counting_shard, micro_batch_size=2, seq_len=8, seed=0)
+    with StepPrefetcher(sampler, grad_accum=2) as prefetcher:
+        for step in (17, 18, 3, 3, 40, 41, 42, 0):  # a resume, a repeat, jumps back and ahead
+            expected = [sampler.get(step, micro) for micro in range(2)]
+            assert same_batches(prefetcher.batches(step), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_prefetched_cuda_batches_equal_the_cpu_ones(counting_shard):
+    on_cpu = BatchSampler(counting_shard, micro_batch_size=8, seq_len=64, seed=5)
+    on_cuda = BatchSampler(counting_shard, micro_batch_size=8, seq_len=64, seed=5, device="cuda")
+    with StepPrefetcher(on_cuda, grad_accum=2) as prefetcher:
+        for step in (0, 1, 2, 7):
+            got = prefetcher.batches(step)
+            assert all(x.is_cuda and y.is_cuda for x, y in got)
+            expected = [on_cpu.get(step, micro) for micro in range(2)]
+            assert same_batches([(x.cpu(), y.cpu()) for x, y in got], expected)

@@ -1,11 +1,12 @@
 import dataclasses
 import json
+import re
 import sys
 
 import pytest
 import torch
 
-from llm_sweep.checkpoint import save_checkpoint
+from llm_sweep.training.checkpoint import save_checkpoint
 from llm_sweep.errors import LlmSweepError
 from llm_sweep.export import export_hf, export_model, main
 from llm_sweep.models import ModelConfig, build_model
@@ -37,6 +38,7 @@ def assert_same_logits(model: torch.nn.Module, out_dir) -> None:
     assert diff < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weight_tying", [True, False])
 @pytest.mark.parametrize("arch, hf_class", [("llama", "LlamaForCausalLM"), ("gpt2", "GPT2LMHeadModel")])
 def test_exported_model_gives_our_logits(tmp_path, arch, hf_class, weight_tying):
@@ -49,6 +51,7 @@ def test_exported_model_gives_our_logits(tmp_path, arch, hf_class, weight_tying)
     assert_same_logits(model, tmp_path)
 
 
+@pytest.mark.slow
 def test_llama_config_carries_the_model_shape(tmp_path):
     model = trained_like_model("llama", weight_tying=True)
     export_model(torch.compile(model), tmp_path)  # the wrapper's prefixed keys are unwrapped
@@ -68,6 +71,7 @@ def checkpoint_payload(model: torch.nn.Module, compiled_keys: bool) -> dict:
     return {"model": state, "config": {"model": dataclasses.asdict(model.config), "seed": 1}, "step": 10}
 
 
+@pytest.mark.slow
 def test_export_from_a_checkpoint_file_with_compiled_keys(tmp_path):
     model = trained_like_model("llama", weight_tying=False)
     torch.save(checkpoint_payload(model, compiled_keys=True), tmp_path / "ckpt.pt")
@@ -75,6 +79,7 @@ def test_export_from_a_checkpoint_file_with_compiled_keys(tmp_path):
     assert_same_logits(model, out_dir)
 
 
+@pytest.mark.slow
 def test_command_exports_the_newest_checkpoint_of_a_run_directory(tmp_path, capsys):
     model = trained_like_model("gpt2", weight_tying=True)
     save_checkpoint(tmp_path / "run", 5, checkpoint_payload(build_model(model.config), compiled_keys=False))
@@ -84,11 +89,13 @@ def test_command_exports_the_newest_checkpoint_of_a_run_directory(tmp_path, caps
     assert_same_logits(model, tmp_path / "hf")
 
 
-def test_missing_checkpoint_is_a_one_line_error(tmp_path):
+def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(LlmSweepError, match="missing.pt"):
         export_hf(tmp_path / "missing.pt", tmp_path / "hf")
-    with pytest.raises(SystemExit, match="^error: .*missing.pt"):
+    with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "missing.pt"), str(tmp_path / "hf")])
+    assert exit_info.value.code == 2
+    assert re.match(r"^error: .*missing.pt", capsys.readouterr().err)
 
 
 def test_a_foreign_file_is_rejected(tmp_path):

@@ -1,12 +1,15 @@
+import functools
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from llm_sweep.errors import ConfigError
-from llm_sweep.models import GPT2, Llama, ModelConfig, build_model
-from llm_sweep.models.layers import RMSNorm, apply_rotary, rotary_tables
+from llm_sweep.models import GPT2, Llama, ModelConfig, build_model, layers
+from llm_sweep.models.layers import RMSNorm, apply_rotary, linear_cross_entropy, rotary_tables
 
 VOCAB = 512
 
@@ -193,6 +196,7 @@ def test_llama_compiles_fullgraph_with_inductor():
     compiled_matches_eager("llama", backend="inductor")
 
 
+@pytest.mark.slow
 def test_gpt2_traces_fullgraph_forward_and_backward():
     # aot_eager traces forward and backward graphs like inductor, without code generation.
     compiled_matches_eager("gpt2", backend="aot_eager")
@@ -232,3 +236,147 @@ def test_generate_crops_the_context_to_max_seq_len():
     assert out.shape == (1, 24)
     # The first new token only sees the last 16 prompt tokens.
     assert out[0, 20] == model(prompt[:, -16:])[0, -1].argmax()
+
+
+# --- the training loss: plain, fused in one chunk, fused in many ------------------------
+
+CHUNKINGS = [0, 1, 7]  # plain cross-entropy; the fused head whole; 7 chunks, the last shorter
+
+
+def head_problem(rows: int = 200, width: int = 32, vocab: int = VOCAB):  # 7 chunks: 6 x 29, 26
+    torch.manual_seed(0)
+    hidden = torch.randn(rows, width, requires_grad=True)
+    weight = (0.3 * torch.randn(vocab, width)).requires_grad_()
+    return hidden, weight, torch.randint(0, vocab, (rows,))
+
+
+def loss_and_grads(hidden, weight, targets, chunks):
+    loss = linear_cross_entropy(hidden, weight, targets, chunks=chunks)
+    return (loss, *torch.autograd.grad(3 * loss, (hidden, weight)))  # a scale reaches them
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+def test_every_loss_chunking_gives_the_cross_entropy_and_its_gradients(chunks):
+    hidden, weight, targets = head_problem()
+    reference = F.cross_entropy(hidden @ weight.t(), targets)
+    expected = (reference, *torch.autograd.grad(3 * reference, (hidden, weight)))
+    for got, want in zip(loss_and_grads(hidden, weight, targets, chunks), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # evaluation: the loss alone
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, targets, chunks=chunks),
+                                   reference, rtol=1e-5, atol=1e-5)
+
+
+def test_loss_chunkings_agree_under_bf16_autocast():
+    hidden, weight, targets = head_problem()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = loss_and_grads(hidden, weight, targets, 0)
+        for chunks in (1, 7):
+            fused = loss_and_grads(hidden, weight, targets, chunks)
+            assert fused[0].dtype == torch.float32
+            # The same bf16 logits, then an fp32 softmax: the loss up to summation order;
+            # the gradients are bf16 matmul products (fp32 sums of bf16 chunk products).
+            torch.testing.assert_close(fused[0], plain[0], rtol=1e-5, atol=1e-5)
+            for got, want in zip(fused[1:], plain[1:]):
+                torch.testing.assert_close(got, want, rtol=0.02, atol=0.01 * want.abs().max().item())
+
+
+def test_the_model_passes_its_loss_chunks_and_none_is_the_device_default(monkeypatch):
+    seen = []
+    real = layers.linear_cross_entropy
+    monkeypatch.setattr(layers, "linear_cross_entropy",
+                        lambda *args, chunks: seen.append(chunks) or real(*args, chunks=chunks))
+    model = build_model(tiny("llama", n_layer=1))
+    idx, targets = torch.randint(0, VOCAB, (2, 2, 16)).unbind(0)
+    assert model.loss_chunks is None
+    model(idx, targets, return_logits=False)
+    model.loss_chunks = 3
+    model(idx, targets, return_logits=False)
+    assert seen == [None, 3]
+    assert layers.default_loss_chunks("cuda") == 1  # a micro-batch's bf16 logits fit a GPU
+    assert layers.default_loss_chunks("cpu") is None  # memory-bounded: as fast, least memory
+
+
+class RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_fused_gradient_has_no_scatter_into_the_softmax():
+    # The one-hot is a comparison that compiled code fuses into the softmax's elementwise pass.
+    hidden, weight, targets = head_problem(rows=16)
+    with RecordOps() as ops:
+        linear_cross_entropy(hidden, weight, targets, chunks=2).backward()
+    assert ops.names and not [name for name in ops.names if "scatter" in name or "index_put" in name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunks", [0, 1, 3])
+def test_each_loss_chunking_traces_as_one_graph_forward_and_backward(chunks):
+    torch.manual_seed(0)
+    model = build_model(tiny("llama", n_layer=1))
+    idx, targets = torch.randint(0, VOCAB, (2, 2, 24)).unbind(0)  # 48 rows: 3 chunks of 16
+    _, expected = model(idx, targets)
+    model.loss_chunks = chunks
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)  # a graph break raises
+    _, loss = compiled(idx, targets, return_logits=False)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert model.tok_emb.weight.grad is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_the_fused_loss_compiles_fullgraph_with_inductor(chunks):
+    hidden, weight, targets = head_problem(rows=48)
+    expected = loss_and_grads(hidden, weight, targets, 0)
+    compiled = torch.compile(functools.partial(linear_cross_entropy, chunks=chunks), fullgraph=True)
+    loss = compiled(hidden, weight, targets)
+    got = (loss, *torch.autograd.grad(3 * loss, (hidden, weight)))
+    for value, want in zip(got, expected):
+        torch.testing.assert_close(value, want, rtol=1e-5, atol=1e-5)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_loss_chunkings_agree_on_cuda_in_bf16():
+    # Compiled, the fused loss is checked by test_bench's compiled bf16 step on CUDA.
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_layer=1, n_embd=128, max_seq_len=128)).cuda()  # V = 50304
+    idx, targets = torch.randint(0, 50304, (2, 4, 128), device="cuda").unbind(0)
+    results = []
+    for chunks in (0, 1, 5, None):  # None: 1 on CUDA
+        model.loss_chunks = chunks
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, loss = model(idx, targets, return_logits=False)
+        loss.backward()
+        results.append((loss.detach(), model.lm_head.weight.grad.clone()))
+    plain_loss, plain_grad = results[0]
+    for loss, grad in results[1:]:
+        torch.testing.assert_close(loss, plain_loss, rtol=2e-3, atol=2e-3)
+        torch.testing.assert_close(grad, plain_grad, rtol=0.05, atol=0.02 * plain_grad.abs().max().item())
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("weight_tying", [True, False])
+def test_counts_from_the_config_equal_the_built_models_parameters(arch, weight_tying):
+    from llm_sweep.models.size import flops_per_token, param_count
+
+    config = ModelConfig(arch=arch, n_layer=3, n_embd=192, head_dim=64, vocab_size=1000,
+                         max_seq_len=77, weight_tying=weight_tying, multiple_of=32)
+    model = build_model(config)
+    unique = {id(p): p for p in model.parameters()}.values()
+    tables = {"tok_emb.weight", "lm_head.weight", "pos_emb.weight"}
+    body = sum(p.numel() for name, p in model.named_parameters() if name not in tables)
+    assert param_count(config) == sum(p.numel() for p in unique)
+    assert param_count(config, non_embedding=True) == body
+    positions = model.pos_emb.weight.numel() if arch == "gpt2" else 0
+    assert flops_per_token(config, 64) == 6 * (param_count(config) - positions) + 12 * 3 * 192 * 64

@@ -9,14 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm_sweep.errors import ConfigError
-from llm_sweep.optim import OptimizerHook, SophiaG, build_optimizer
+from llm_sweep.models import ModelConfig, build_model, layers
+from llm_sweep.optim import OptimizerHook, SophiaG, build_optimizer, sophia
 from llm_sweep.optim.config import OptimConfig
+from llm_sweep.optim.sophia import sample_next_tokens
 
 VOCAB, WIDTH = 11, 8
 
 
 class TinyLM(nn.Module):
-    """Embedding tied to the output head, one hidden layer and a norm: returns logits."""
+    """Embedding tied to the output head, one hidden layer and a norm, with CausalLM's
+    interface: `features`, `lm_head`, and logits or (logits | None, loss) from forward."""
 
     def __init__(self):
         super().__init__()
@@ -26,8 +29,19 @@ class TinyLM(nn.Module):
         self.head = nn.Linear(WIDTH, VOCAB, bias=False)
         self.head.weight = self.embed.weight
 
-    def forward(self, idx):
-        return self.head(self.norm(torch.relu(self.hidden(self.embed(idx)))))
+    @property
+    def lm_head(self):
+        return self.head
+
+    def features(self, idx):
+        return self.norm(torch.relu(self.hidden(self.embed(idx))))
+
+    def forward(self, idx, targets=None, return_logits=True):
+        logits = self.head(self.features(idx))
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return (logits if return_logits else None), loss
 
 
 @pytest.fixture
@@ -180,20 +194,83 @@ def test_hessian_refreshes_every_interval_and_clears_gradients(model):
     assert refreshed == [2, 5]
 
 
-def test_hessian_refresh_is_the_gauss_newton_bartlett_estimate(model):
+def test_hessian_refresh_is_the_gauss_newton_bartlett_estimate(model, monkeypatch):
     """The estimate uses only the sampled-label gradient, not the training step's leftovers."""
     reference = copy.deepcopy(model)
     optimizer, hook = build_optimizer(model, _sophia_cfg(hessian_interval=1), 2 * 6, "cpu")
     inputs = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(2))
     model(inputs).sum().backward()  # gradients left over from a training step
-    torch.manual_seed(7)
+    sampled = []
+    monkeypatch.setattr(sophia, "sample_next_tokens",
+                        lambda *args: sampled.append(sample_next_tokens(*args)) or sampled[-1])
     hook.after_step(0, model, inputs, contextlib.nullcontext)
 
-    torch.manual_seed(7)
-    logits = reference(inputs).flatten(0, 1)
-    labels = torch.multinomial(logits.detach().softmax(-1), 1).squeeze(-1)
-    F.cross_entropy(logits, labels).backward()
+    (labels,) = sampled
+    assert labels.shape == (2 * 6,) and 0 <= int(labels.min()) and int(labels.max()) < VOCAB
+    F.cross_entropy(reference(inputs).flatten(0, 1), labels).backward()
     for p, ref in zip(model.parameters(), reference.parameters()):
         expected = (1 - 0.9) * ref.grad**2  # first update from a zero Hessian, beta2 = 0.9
         assert torch.allclose(optimizer.state[p]["hessian"], expected, rtol=1e-5, atol=1e-12)
     assert any(optimizer.state[p]["hessian"].sum() > 0 for p in model.parameters())
+
+
+# --- sampling the Hessian's labels --------------------------------------------------------
+
+def test_sampled_labels_follow_the_models_distribution(monkeypatch):
+    monkeypatch.setattr(layers, "LOSS_CHUNK_LOGITS", 2**14)  # many chunks of rows
+    logits = torch.tensor([2.0, 0.5, -1.0, 1.0, 0.0])
+    n = 200_000
+    hidden = torch.ones(n, 1)
+    torch.manual_seed(0)
+    labels = sample_next_tokens(hidden, logits[:, None])  # every row's logits are `logits`
+    assert labels.shape == (n,) and labels.dtype == torch.long
+    expected = logits.softmax(-1)
+    frequencies = torch.bincount(labels, minlength=5).double() / n
+    assert (frequencies - expected).abs().max() < 0.005
+    chi_square = (n * (frequencies - expected) ** 2 / expected).sum().item()
+    assert chi_square < 18.47  # 4 degrees of freedom, p = 0.001
+
+
+def test_sampled_labels_depend_on_each_rows_logits():
+    torch.manual_seed(0)
+    hidden = torch.tensor([[30.0], [-30.0]]).repeat(50, 1)  # rows alternately sure of 0 and 2
+    weight = torch.tensor([[1.0], [0.0], [-1.0]])
+    labels = sample_next_tokens(hidden, weight)
+    assert labels.tolist() == [0, 2] * 50
+
+
+def test_hessian_refresh_never_calls_multinomial(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.multinomial in the Hessian refresh")
+
+    monkeypatch.setattr(torch, "multinomial", refuse)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_layer=1, n_embd=32, head_dim=16, vocab_size=64, max_seq_len=16))
+    inputs = torch.randint(0, 64, (2, 16))
+    for step_model in (model, torch.compile(model, backend="eager", fullgraph=True)):
+        optimizer, hook = build_optimizer(model, _sophia_cfg(hessian_interval=1), 2 * 16, "cpu")
+        hook.after_step(0, step_model, inputs, contextlib.nullcontext)
+        hessians = [optimizer.state[p]["hessian"] for p in model.parameters()]
+        assert all(torch.isfinite(h).all() for h in hessians)
+        assert sum(h.sum() for h in hessians) > 0
+        assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sampling_on_cuda_needs_no_host_sync_and_no_whole_logits():
+    # The seed's micro-batch: 64 x 512 rows over a 50304 vocabulary, in bf16.
+    hidden = torch.randn(64 * 512, 1024, device="cuda")
+    weight = 0.02 * torch.randn(50304, 1024, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            labels = sample_next_tokens(hidden, weight)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    extra = torch.cuda.max_memory_allocated() - before
+    whole_logits = 64 * 512 * 50304 * 4
+    assert extra < 1.5 * 2**30 < whole_logits / 4
+    assert labels.shape == (64 * 512,) and 0 <= int(labels.min()) and int(labels.max()) < 50304

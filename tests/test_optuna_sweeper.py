@@ -24,7 +24,7 @@ from hydra_plugins.llm_sweep_optuna._impl import absolute_storage_url
 from hydra_plugins.llm_sweep_optuna._outcome import TrialOutcome, trial_outcome
 from hydra_plugins.llm_sweep_optuna._search_space import format_value, parse_search_space
 from hydra_plugins.llm_sweep_optuna.optuna_sweeper import OptunaSweeper
-from llm_sweep.errors import ConfigError
+from llm_sweep.training.stop import PRUNED, StopRequest
 from llm_sweep.sweeping.pruning import (
     PRUNER_ATTR,
     STORAGE_ENV,
@@ -140,14 +140,19 @@ def test_relative_sqlite_storage_is_made_absolute_for_jobs_in_other_dirs(
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"sampler": "bayes"}, "sampler='bayes' is not one of"),
-    ({"direction": "down"}, "direction='down' is not one of"),
-    ({"pruner": "median", "storage": None}, "pruner needs a storage"),
-    ({"max_failure_rate": 1.5}, "max_failure_rate must be in"),
+    ({"sampler": "bayes"}, "hydra.sweeper.sampler='bayes' is not one of"),
+    ({"direction": "down"}, "hydra.sweeper.direction='down' is not one of"),
+    ({"pruner": "median", "storage": None}, "hydra.sweeper.pruner='median' needs a storage"),
+    ({"max_failure_rate": 1.5}, "hydra.sweeper.max_failure_rate=1.5 is not allowed: must be >= 0 and <= 1"),
 ])
-def test_bad_sweeper_settings_are_rejected(settings: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+def test_bad_sweeper_settings_exit_2_with_one_line(settings: dict, message: str,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    # SystemExit, unlike an exception, passes through Hydra's instantiate unwrapped.
+    with pytest.raises(SystemExit) as exit_info:
         OptunaSweeper(**settings)
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {message}")
 
 
 # --- job results --------------------------------------------------------------------------------
@@ -181,7 +186,7 @@ def test_job_result_becomes_trial_state(tmp_path: Path, status: JobStatus, value
 # --- pruning reporter ---------------------------------------------------------------------------
 
 def test_reporter_is_none_outside_an_optuna_sweep() -> None:
-    assert OptunaPruningReporter.from_env({}) is None
+    assert OptunaPruningReporter.from_env(StopRequest(), {}) is None
 
 
 def test_reporter_prunes_a_bad_trial_after_warmup(tmp_path: Path) -> None:
@@ -195,16 +200,18 @@ def test_reporter_prunes_a_bad_trial_after_warmup(tmp_path: Path) -> None:
         study.tell(trial, 1.0)
     good, bad = study.ask(), study.ask()
     env = {STORAGE_ENV: storage, STUDY_ENV: "s"}
-    good_reporter = OptunaPruningReporter.from_env({**env, TRIAL_ENV: str(good.number)})
-    bad_reporter = OptunaPruningReporter.from_env({**env, TRIAL_ENV: str(bad.number)})
+    good_stop, bad_stop = StopRequest(), StopRequest()
+    good_reporter = OptunaPruningReporter.from_env(good_stop, {**env, TRIAL_ENV: str(good.number)})
+    bad_reporter = OptunaPruningReporter.from_env(bad_stop, {**env, TRIAL_ENV: str(bad.number)})
 
     bad_reporter.log_metrics({"train/loss": 9.0}, 0)  # only val/loss is reported
     for step in range(3):
         good_reporter.log_metrics({"val/loss": 0.5}, step)
     for step in range(2):  # warmup: never pruned
         bad_reporter.log_metrics({"val/loss": 10.0}, step)
-    with pytest.raises(optuna.TrialPruned, match="step 2"):
-        bad_reporter.log_metrics({"val/loss": 10.0}, 2)
+    assert not bad_stop.requested
+    bad_reporter.log_metrics({"val/loss": 10.0}, 2)  # the loop stops at the next step boundary
+    assert bad_stop.reason == PRUNED and "step 2" in bad_stop.detail and not good_stop.requested
     assert study.trials[bad.number].intermediate_values == {0: 10.0, 1: 10.0, 2: 10.0}
     assert study.trials[good.number].intermediate_values == {0: 0.5, 1: 0.5, 2: 0.5}
 

@@ -2,6 +2,8 @@
 client into a temporary SQLite store (created once for the module)."""
 from __future__ import annotations
 
+import re
+
 import csv
 import math
 from dataclasses import dataclass
@@ -122,6 +124,7 @@ def spec(name: str) -> Spec:
     return next(s for s in SPECS if s.name == name)
 
 
+@pytest.mark.slow
 def test_every_file_is_written_and_attached_to_the_parent(store):
     for name in FILES:
         assert (store.out / name).stat().st_size > 0, name
@@ -133,6 +136,7 @@ def test_every_file_is_written_and_attached_to_the_parent(store):
     assert len((store.out / "runs.md").read_text().splitlines()) == 2 + len(SPECS)
 
 
+@pytest.mark.slow
 def test_runs_csv_equals_the_logged_metrics(store):
     with open(store.out / "runs.csv") as f:
         rows = {row["run"]: row for row in csv.DictReader(f)}
@@ -163,6 +167,7 @@ def test_runs_csv_equals_the_logged_metrics(store):
     assert list(rows)[-1] == "crashed"
 
 
+@pytest.mark.slow
 def test_val_curve_is_aligned_by_step(store):
     rows = {row.name: row for row in fetch_runs(store.client, parent=store.parent_id)}
     curve = rows["wide192"].curve  # 20 steps: evaluations at 10 and 20, train logs every 4
@@ -172,6 +177,7 @@ def test_val_curve_is_aligned_by_step(store):
     assert curve[-1].loss == 2.70
 
 
+@pytest.mark.slow
 def test_shape_conclusion_follows_the_data(store):
     summary = (store.out / "summary.md").read_text()
     assert "best wider: custom 2x192" in summary and "2.7000" in summary
@@ -180,6 +186,7 @@ def test_shape_conclusion_follows_the_data(store):
     assert "Reference shape: custom 2x64" in summary and "mean of 3 seeds" in summary
 
 
+@pytest.mark.slow
 def test_seed_spread_qualifies_the_optimizer_comparison(store):
     summary = (store.out / "summary.md").read_text()
     assert "Seed-to-seed spread: 0.0200 (max - min final val loss over 3 seeds" in summary
@@ -192,6 +199,7 @@ def test_seed_spread_qualifies_the_optimizer_comparison(store):
     ]
 
 
+@pytest.mark.slow
 def test_lowest_loss_is_marked_at_its_tokens_per_param(store):
     rows = fetch_runs(store.client, parent=store.parent_id)
     findings = write_report(rows, store.out.parent / "again", "again").findings
@@ -208,6 +216,7 @@ def test_lowest_loss_is_marked_at_its_tokens_per_param(store):
     assert "1 finished run(s) at other budgets are in runs.csv only" in summary
 
 
+@pytest.mark.slow
 def test_a_selection_without_sophiag_skips_the_optimizer_plot(store, tmp_path):
     report.main(["--experiment", "synthetic", "--filter", "params.optim.name = 'adamw'",
                  "--tracking-uri", store.uri, "--out", str(tmp_path)])
@@ -219,6 +228,7 @@ def test_a_selection_without_sophiag_skips_the_optimizer_plot(store, tmp_path):
         assert {row["optimizer"] for row in csv.DictReader(f)} == {"adamw"}
 
 
+@pytest.mark.slow
 def test_too_few_runs_are_said_to_be_too_few(store, tmp_path):
     report.main(["--experiment", "synthetic", "--filter", "params.`model.n_embd` = '64' and params.seed = '1'",
                  "--tracking-uri", store.uri, "--out", str(tmp_path)])
@@ -230,11 +240,13 @@ def test_too_few_runs_are_said_to_be_too_few(store, tmp_path):
             "so this is not confirmed.") in summary
 
 
-def test_missing_store_is_an_error_and_is_not_created(tmp_path, monkeypatch):
+def test_missing_store_is_an_error_and_is_not_created(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with pytest.raises(SystemExit, match=f"no MLflow store at {tmp_path}/mlflow.db"):
+    with pytest.raises(SystemExit) as exit_info:
         report.main(["--experiment", "anything"])
+    assert exit_info.value.code == 2
+    assert f"no MLflow store at {tmp_path}/mlflow.db" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()
 
 
@@ -245,6 +257,9 @@ def test_runs_must_be_selected(capsys):
     assert "--experiment NAME and/or --parent RUN_ID" in capsys.readouterr().err
 
 
-def test_unknown_experiment_names_the_known_ones(store, tmp_path):
-    with pytest.raises(SystemExit, match="'nope' does not exist; experiments: .*synthetic"):
+@pytest.mark.slow
+def test_unknown_experiment_names_the_known_ones(store, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         report.main(["--experiment", "nope", "--tracking-uri", store.uri, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert re.search("'nope' does not exist; experiments: .*synthetic", capsys.readouterr().err)

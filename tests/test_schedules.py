@@ -7,6 +7,7 @@ import torch
 from llm_sweep.errors import ConfigError
 from llm_sweep.optim import lr_at, set_lr
 from llm_sweep.optim.config import SCHEDULES, ScheduleConfig
+from llm_sweep.rules import check
 
 
 def test_cosine_warms_up_linearly_from_zero():
@@ -47,8 +48,9 @@ def test_wsd_holds_the_plateau_then_decays_linearly():
 
 def test_wsd_decay_may_not_overlap_warmup():
     cfg = ScheduleConfig(name="wsd", warmup_frac=0.3, decay_frac=0.8)
-    with pytest.raises(ConfigError, match=r"schedule\.decay_frac=0\.8"):
-        lr_at(0.5, cfg, 1.0)
+    with pytest.raises(ConfigError, match=r"schedule\.decay_frac=0\.8 is not allowed: must be in "
+                                          r"\[0, 1 - schedule\.warmup_frac=0\.3\]"):
+        check(cfg, "schedule.")
 
 
 def test_constant_after_warmup():
@@ -100,7 +102,7 @@ def test_zero_warmup_starts_at_the_peak():
 
 def test_unknown_schedule_names_the_key_and_choices():
     with pytest.raises(ConfigError, match=r"schedule\.name='linear'.*cosine, onecycle, wsd, constant"):
-        lr_at(0.5, ScheduleConfig(name="linear"), 1e-3)
+        check(ScheduleConfig(name="linear"), "schedule.")
 
 
 def test_set_lr_writes_every_param_group():

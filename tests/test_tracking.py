@@ -15,11 +15,13 @@ from mlflow.entities import Metric
 from omegaconf import OmegaConf
 
 from llm_sweep.config import RunConfig
-from llm_sweep.job import config_hash
+from llm_sweep.run_record import config_hash
 from llm_sweep.models import build_model
 from llm_sweep.tracking import NullTracker, start_tracking
-from llm_sweep.tracking.callback import PARENT_FILE, MlflowSweepCallback, SweepParent
-from llm_sweep.tracking.describe import (derived_params, experiment_name, flatten_params,
+from llm_sweep.run_record import PARENT_FILE
+from llm_sweep.tracking.callback import MlflowSweepCallback
+from llm_sweep.tracking.parent import SweepParent
+from llm_sweep.tracking.describe import (JobContext, derived_params, experiment_name, flatten_params,
                                          git_tags, run_name)
 from llm_sweep.tracking.loss_curve import plot_loss_curve, read_loss_curves
 from llm_sweep.tracking.metric_queue import BackgroundMetricLogger
@@ -27,7 +29,7 @@ from llm_sweep.tracking.mlflow_run import MlflowTracker, UntrackedRun
 from llm_sweep.tracking.redact import redact
 from llm_sweep.tracking.store import open_experiment, resolve_uri, with_retries
 from llm_sweep.tracking.sweep_run import finish_parent_run
-from llm_sweep.train import JsonlSink
+from llm_sweep.training.sinks import JsonlSink, RunInfo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -242,7 +244,7 @@ def test_background_logger_keeps_training_fast_while_the_store_is_down(monkeypat
 def test_tracking_none_tracks_nothing(tmp_path):
     run = RunConfig()
     run.tracking.backend = "none"
-    tracker = start_tracking(run, OmegaConf.structured(run), tmp_path)
+    tracker = start_tracking(run, JobContext(), tmp_path, config_hash(run))
     assert isinstance(tracker, NullTracker) and tracker.sinks() == []
 
 
@@ -254,9 +256,13 @@ def test_a_finished_run_has_params_tags_metrics_artifacts(store_uri, client, tmp
     hydra_files(run_dir)
     (run_dir / "checkpoints").mkdir()
     (run_dir / "checkpoints" / "step_0000020.pt").write_bytes(b"weights")
-    tracker = start_tracking(run, OmegaConf.structured(run), run_dir)
+    tracker = start_tracking(run, JobContext(), run_dir, config_hash(run))
     assert isinstance(tracker, MlflowTracker)
     sinks = [JsonlSink(run_dir / "metrics.jsonl"), *tracker.sinks()]
+    for sink in sinks:  # what train() announces when it starts
+        sink.start(RunInfo(device="cpu (2 threads)", dtype="fp32", compiled=False, params=1,
+                           non_embedding_params=1, flops_per_token=6, tokens_per_step=128,
+                           peak_flops=None))
     for step in range(1, 21):
         for sink in sinks:
             sink.log_metrics({"train/loss": 10.0 - step / 10, "progress/tokens": 128 * step}, step)
@@ -291,7 +297,7 @@ def test_a_failed_or_killed_run_records_why(store_uri, client, tmp_path, status,
     hydra_files(tmp_path)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "step_0000003.pt").write_bytes(b"weights")  # log_checkpoint is off
-    tracker = start_tracking(run, OmegaConf.structured(run), tmp_path)
+    tracker = start_tracking(run, JobContext(), tmp_path, config_hash(run))
     tracker.sinks()[0].log_metrics({"train/loss": float("nan")}, 3)
     tracker.finish(status, error=error)
     got = client.get_run(tracker.run_id)
@@ -303,13 +309,13 @@ def test_a_failed_or_killed_run_records_why(store_uri, client, tmp_path, status,
 def test_a_resumed_job_continues_its_mlflow_run(store_uri, client, tmp_path):
     run = tiny_run(store_uri, "unit-resume")
     hydra_files(tmp_path)
-    first = start_tracking(run, OmegaConf.structured(run), tmp_path)
+    first = start_tracking(run, JobContext(), tmp_path, config_hash(run))
     first.sinks()[0].log_metrics({"train/loss": 2.0}, 10)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "step_0000010.pt").write_bytes(b"weights")
     first.finish("KILLED", error="RunInterrupted: stopped at step 10; checkpoint saved")
 
-    requeued = start_tracking(run, OmegaConf.structured(run), tmp_path)
+    requeued = start_tracking(run, JobContext(), tmp_path, config_hash(run))
     assert requeued.run_id == first.run_id
     continued = client.get_run(first.run_id)
     assert continued.info.status == "RUNNING" and "error" not in continued.data.tags
@@ -319,7 +325,7 @@ def test_a_resumed_job_continues_its_mlflow_run(store_uri, client, tmp_path):
     assert [m.step for m in client.get_metric_history(first.run_id, "train/loss")] == [10, 20]
 
     (tmp_path / "checkpoints" / "step_0000010.pt").unlink()  # nothing to resume from
-    fresh = start_tracking(run, OmegaConf.structured(run), tmp_path)
+    fresh = start_tracking(run, JobContext(), tmp_path, config_hash(run))
     assert fresh.run_id != first.run_id
     fresh.finish("FINISHED")
 
@@ -329,7 +335,7 @@ def test_an_unreachable_server_leaves_the_run_untracked_with_a_warning(tmp_path,
     hydra_files(tmp_path)
     start = time.perf_counter()
     with caplog.at_level(logging.WARNING):
-        tracker = start_tracking(run, OmegaConf.structured(run), tmp_path)
+        tracker = start_tracking(run, JobContext(), tmp_path, config_hash(run))
     assert time.perf_counter() - start < 10
     assert isinstance(tracker, UntrackedRun)
     for step in range(5):
@@ -340,6 +346,7 @@ def test_an_unreachable_server_leaves_the_run_untracked_with_a_warning(tmp_path,
     assert "not logged: 10 metric values, artifacts config.yaml, overrides.yaml, summary.json" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_server_lost_mid_run_costs_only_a_warning(tmp_path, caplog, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     run = tiny_run("", "unit-lost")

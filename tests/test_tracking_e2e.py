@@ -32,17 +32,17 @@ from pathlib import Path
 
 import mlflow.store.tracking.sqlalchemy_store
 import torch._dynamo
-from omegaconf import OmegaConf
-
 from llm_sweep.config import RunConfig
+from llm_sweep.run_record import config_hash
 from llm_sweep.tracking import start_tracking
+from llm_sweep.tracking.describe import JobContext
 from llm_sweep.tracking.mlflow_run import MlflowTracker
 
 
 def job(uri: str, index: int, run_dir: Path) -> None:
     run = RunConfig()
     run.tracking.uri, run.tracking.experiment, run.tracking.run_name = uri, "concurrent", f"job{index}"
-    tracker = start_tracking(run, OmegaConf.structured(run), run_dir)
+    tracker = start_tracking(run, JobContext(), run_dir, config_hash(run))
     assert isinstance(tracker, MlflowTracker), "not tracked"
     (sink,) = tracker.sinks()
     for step in range(1, 201):

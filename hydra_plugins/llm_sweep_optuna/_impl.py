@@ -6,7 +6,6 @@ report intermediate values to the pruner (llm_sweep.sweeping.pruning).
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -24,11 +23,9 @@ from optuna.trial import TrialState
 from hydra_plugins.llm_sweep_optuna._outcome import trial_outcome
 from hydra_plugins.llm_sweep_optuna._results import write_results
 from hydra_plugins.llm_sweep_optuna._search_space import SearchSpace, format_value, parse_search_space
-from hydra_plugins.llm_sweep_optuna.optuna_sweeper import OptunaSweeperConf
-from llm_sweep.errors import ConfigError
+from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
 from llm_sweep.sweeping.pruning import (
     PRUNER_ATTR,
-    PRUNERS,
     STORAGE_ENV,
     STUDY_ENV,
     TRIAL_ENV,
@@ -39,8 +36,6 @@ log = logging.getLogger(__name__)
 
 SQLITE = "sqlite:///"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-SAMPLERS = ("tpe", "cmaes", "random", "grid", "qmc")
-DIRECTIONS = ("minimize", "maximize")
 
 
 class TooManyFailedTrials(CompactHydraException):
@@ -48,8 +43,7 @@ class TooManyFailedTrials(CompactHydraException):
 
 
 class OptunaSweeperImpl(Sweeper):
-    def __init__(self, conf: OptunaSweeperConf) -> None:
-        _validate(conf)
+    def __init__(self, conf: OptunaSweeperConf) -> None:  # conf: checked by the front class
         self.conf = conf
         self.pruner = None if conf.pruner in (None, "none") else conf.pruner
         self.storage = absolute_storage_url(conf.storage)
@@ -207,23 +201,3 @@ def sqlite_path(url: Optional[str]) -> Optional[str]:
     if url is None or not url.startswith(SQLITE) or url == SQLITE + ":memory:":
         return None
     return url[len(SQLITE):]
-
-
-def _validate(conf: OptunaSweeperConf) -> None:
-    checks = [
-        (conf.sampler in SAMPLERS, f"sampler={conf.sampler!r} is not one of {', '.join(SAMPLERS)}"),
-        (conf.direction in DIRECTIONS, f"direction={conf.direction!r} is not one of {', '.join(DIRECTIONS)}"),
-        (conf.pruner is None or conf.pruner in PRUNERS,
-         f"pruner={conf.pruner!r} is not one of {', '.join(PRUNERS)}"),
-        (conf.pruner in (None, "none") or conf.storage is not None,
-         "pruner needs a storage: jobs report intermediate values through it"),
-        (conf.n_trials >= 1 and conf.n_jobs >= 1, "n_trials and n_jobs must be at least 1"),
-        (0.0 <= conf.max_failure_rate <= 1.0, "max_failure_rate must be in [0, 1]"),
-        (conf.pruner_warmup_steps >= 0, "pruner_warmup_steps must be >= 0"),
-        # Optuna imports cmaes only at the first sample, deep into a sweep.
-        (conf.sampler != "cmaes" or importlib.util.find_spec("cmaes") is not None,
-         "sampler=cmaes needs the cmaes package: pip install cmaes"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"hydra.sweeper.{message}")

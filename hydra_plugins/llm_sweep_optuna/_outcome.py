@@ -1,8 +1,6 @@
 """What a finished Hydra job means for its Optuna trial: COMPLETE, PRUNED or FAIL."""
 from __future__ import annotations
 
-import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +10,7 @@ import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
-log = logging.getLogger(__name__)
-
-STATUS_FILE = "status.json"  # written by the training job: {"status": ..., "error": ...}
+from llm_sweep.run_record import STATUS_PRUNED, read_status
 
 
 @dataclass(frozen=True)
@@ -35,8 +31,8 @@ def trial_outcome(ret: JobReturn) -> TrialOutcome:
     value = _finite_float(ret.return_value)
     if value is not None:
         return TrialOutcome(TrialState.COMPLETE, value)
-    status = read_status(ret)
-    if status.get("status") == "pruned":
+    status = job_status(ret)
+    if status.get("status") == STATUS_PRUNED:
         return TrialOutcome(TrialState.PRUNED)
     reason = f"the job returned {ret.return_value!r}, not a finite number"
     if status:
@@ -44,19 +40,11 @@ def trial_outcome(ret: JobReturn) -> TrialOutcome:
     return TrialOutcome(TrialState.FAIL, error=reason)
 
 
-def read_status(ret: JobReturn) -> dict[str, Any]:
-    """The job's `status.json` from its output directory; empty when it wrote none."""
+def job_status(ret: JobReturn) -> dict[str, Any]:
+    """The job's status record from its output directory; empty when it wrote none."""
     if ret.hydra_cfg is None:
         return {}
-    path = Path(ret.hydra_cfg.hydra.runtime.output_dir) / STATUS_FILE
-    try:
-        status = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as error:
-        log.warning("Ignoring unreadable %s: %s", path, error)
-        return {}
-    return status if isinstance(status, dict) else {}
+    return read_status(Path(ret.hydra_cfg.hydra.runtime.output_dir)) or {}
 
 
 def _finite_float(value: Any) -> Optional[float]:

@@ -11,7 +11,7 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from hydra_plugins.llm_sweep_optuna.optuna_sweeper import RESULTS_FILE
+from llm_sweep.run_record import OPTUNA_RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def write_results(study: optuna.Study, sweep_dir: Path) -> dict[str, Any]:
         log.info("Best trial %d: value %s, params %s", summary["best_trial"], summary["best_value"],
                  summary["best_params"])
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(summary), sweep_dir / RESULTS_FILE)
+    OmegaConf.save(OmegaConf.create(summary), sweep_dir / OPTUNA_RESULTS_FILE)
     save_plots(study, sweep_dir)
     return summary
 

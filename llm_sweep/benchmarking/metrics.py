@@ -1,19 +1,11 @@
-"""The arithmetic of a benchmark: pure functions of measured times, FLOPs and peaks."""
+"""The records of a benchmark: phase times of measured steps, and one row per mode.
+Tokens/s and MFU are the training loop's own definitions (llm_sweep.training.metrics)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
-
-def tokens_per_s(tokens: float, seconds: float) -> float:
-    if seconds <= 0:
-        raise ValueError(f"tokens_per_s: {seconds} s is not a positive duration")
-    return tokens / seconds
-
-
-def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:
-    """Model FLOPs utilization: the FLOP/s the model's training math needs at this
-    throughput, as a fraction of the device's peak."""
-    return tokens_per_s * flops_per_token / peak_flops
+from llm_sweep.training.metrics import mfu, tokens_per_s
 
 
 def compile_overhead_s(warmup_s: float, warmup_steps: int, step_s: float) -> float:
@@ -46,7 +38,7 @@ class BenchRecord:
     mode: str
     tokens_per_s: float
     step_ms: float
-    mfu: float
+    mfu: Optional[float]  # None: the device's peak is unknown
     peak_mem_bytes: int
     compile_s: float
     warmup_s: float
@@ -54,11 +46,12 @@ class BenchRecord:
     optim_ms: float
     data_ms: float
     flops_per_token: int
-    peak_flops: float
+    peak_flops: Optional[float]
 
     @classmethod
     def from_times(cls, mode: str, timed: PhaseTimes, steps: int, tokens_per_step: int,
-                   warmup_s: float, warmup_steps: int, flops_per_token: int, peak_flops: float,
+                   warmup_s: float, warmup_steps: int, flops_per_token: int,
+                   peak_flops: Optional[float],
                    peak_mem_bytes: int) -> BenchRecord:
         """The record of `steps` timed optimizer steps whose phases took `timed` in total."""
         rate = tokens_per_s(steps * tokens_per_step, timed.step_s)

@@ -16,20 +16,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
-from llm_sweep.benchmarking.metrics import BenchRecord, PhaseTimes, tokens_per_s
+from llm_sweep.benchmarking.metrics import BenchRecord, PhaseTimes
 from llm_sweep.benchmarking.modes import BenchMode, parse_modes
-from llm_sweep.benchmarking.report import BenchResult, run_summary
+from llm_sweep.benchmarking.results import BenchResult, run_summary
 from llm_sweep.config import RunConfig
-from llm_sweep.data import BatchSampler, TokenShard
-from llm_sweep.errors import ConfigError
+from llm_sweep.data import BatchSampler, StepPrefetcher, TokenShard
 from llm_sweep.hardware import autocast_for, configure_backends, peak_flops, resolve_device
 from llm_sweep.models import build_model
 from llm_sweep.optim import build_optimizer
-from llm_sweep.train import forward_backward, optimizer_step
+from llm_sweep.models.size import flops_per_token
+from llm_sweep.training.metrics import tokens_per_s
+from llm_sweep.training.steps import forward_backward, optimizer_step
 
 SHARD_TOKENS = 2**24  # 32 MB of uint16: random windows touch many pages, as a real split does
 SAMPLING_SECONDS = 0.5
@@ -81,16 +83,18 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: TokenShard,
-                 peak: float) -> BenchRecord:
+                 peak: Optional[float]) -> BenchRecord:
     """Warm up, then time `run.bench.steps` optimizer steps of a fresh model in `mode`."""
     reset_peak_memory(device)
     torch.manual_seed(run.seed)
     batch, warmup_steps = run.batch, run.bench.warmup_steps
     model = build_model(run.model).to(device)
+    model.loss_chunks = run.loss_chunks
     optimizer, hook = build_optimizer(model, run.optim, batch.tokens_per_step, device.type)
-    step_model = torch.compile(model, mode=run.compile_mode) if mode.compile else model
+    step_model = torch.compile(model, mode=run.compile_mode, fullgraph=True) if mode.compile else model
     autocast = autocast_for(device, mode.dtype)
     sampler = BatchSampler(shard, batch.micro_batch_size, batch.seq_len, seed=run.seed, device=device)
+    prefetcher = StepPrefetcher(sampler, batch.grad_accum)  # as training samples: ahead, in the background
     model.train()
 
     def timed_step(index: int) -> PhaseTimes:
@@ -98,7 +102,7 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
         # for every periodic refresh (SophiaG's Hessian), so its compilation is not timed
         # and the timed steps 0..steps-1 refresh exactly as the first steps of training do.
         start = time.perf_counter()
-        batches = [sampler.get(index, micro) for micro in range(batch.grad_accum)]
+        batches = prefetcher.batches(index)  # data ms: the wait for the prefetched batches
         sampled = synced_clock(device)
         forward_backward(step_model, batches, autocast)
         backward_done = synced_clock(device)
@@ -111,9 +115,10 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
         timed_step(index)
     warmup_s = synced_clock(device) - start
     timed = sum((timed_step(warmup_steps + i) for i in range(run.bench.steps)), PhaseTimes())
+    prefetcher.close()
     record = BenchRecord.from_times(
         mode.name, timed, run.bench.steps, batch.tokens_per_step, warmup_s, warmup_steps,
-        model.flops_per_token(batch.seq_len), peak, peak_memory_bytes(device))
+        flops_per_token(run.model, batch.seq_len), peak, peak_memory_bytes(device))
     if mode.compile:
         torch.compiler.reset()  # frees the graphs (and the model they hold); the next compiles afresh
     return record
@@ -122,9 +127,6 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
 def run_bench(run: RunConfig) -> BenchResult:
     """Every mode of run.bench.modes in turn, and the batch sampler's rate."""
     modes = parse_modes(run.bench.modes)
-    if run.bench.warmup_steps < 0 or run.bench.steps < 1:
-        raise ConfigError(f"bench.warmup_steps={run.bench.warmup_steps} must be >= 0 and "
-                          f"bench.steps={run.bench.steps} >= 1")
     device = resolve_device(run.device)
     configure_backends(device)
     # The benchmark probes the CPU again: the cache keeps the best peak ever measured.

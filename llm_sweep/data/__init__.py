@@ -1,8 +1,11 @@
-"""Offline GPT-2 tokenizer, dataset sources, cached token shards and batch sampling."""
-from llm_sweep.data.batches import BatchSampler, iter_eval_batches
-from llm_sweep.data.prepare import Splits, prepare_dataset
-from llm_sweep.data.shards import TokenShard
-from llm_sweep.data.tokenizer import EOT, encode_document, gpt2_encoding
+"""Tokenizers, dataset sources, cached token shards and batch sampling.
 
-__all__ = ["BatchSampler", "EOT", "Splits", "TokenShard", "encode_document", "gpt2_encoding",
-           "iter_eval_batches", "prepare_dataset"]
+Members load on first use (llm_sweep.lazy): importing the config schema does not load torch.
+"""
+from llm_sweep.lazy import lazy_exports
+
+_EXPORTS = {"BatchSampler": "batches", "StepPrefetcher": "batches", "iter_eval_batches": "batches", "Splits": "prepare",
+            "prepare_dataset": "prepare", "TokenShard": "shards", "EOT": "tokenizer",
+            "encode_document": "tokenizer", "gpt2_encoding": "tokenizer"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,6 +7,8 @@ sampler state to checkpoint.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Optional
 
 import numpy as np
 import torch
@@ -36,6 +38,54 @@ class BatchSampler:
         rng = np.random.default_rng([self.seed, self.rank, step, micro])
         starts = rng.integers(0, len(self.shard) - self.seq_len, size=self.micro_batch_size)
         return _to_device(self.shard.tokens[starts[:, None] + self._window], self.device)
+
+
+class StepPrefetcher:
+    """A step's micro-batches, `sampler.get(step, micro)` for micro in range(grad_accum),
+    prepared on a background thread while the step before computes: the host-side sampling
+    (random reads of the shard, then pinned memory and an asynchronous copy on CUDA) stays
+    out of the step's critical path.
+
+    `batches(step)` returns the step's batches and starts preparing step + 1. Any order of
+    requests is served (a run resumes at any step): a step other than the one prepared is
+    sampled on the spot. The batches are the sampler's own, so they stay a pure function of
+    (seed, rank, step, micro).
+    """
+
+    def __init__(self, sampler: BatchSampler, grad_accum: int):
+        self.sampler = sampler
+        self.grad_accum = grad_accum
+        on_gpu = {}
+        if sampler.device.type == "cuda":  # the worker's "cuda" is the caller's current GPU
+            index = sampler.device.index
+            on_gpu = {"initializer": torch.cuda.set_device,
+                      "initargs": (torch.cuda.current_device() if index is None else index,)}
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="step-prefetch", **on_gpu)
+        self._next: Optional[tuple[int, Future[list[Batch]]]] = None
+
+    def _sample(self, step: int) -> list[Batch]:
+        return [self.sampler.get(step, micro) for micro in range(self.grad_accum)]
+
+    def batches(self, step: int) -> list[Batch]:
+        prepared, self._next = self._next, None
+        if prepared is not None and prepared[0] == step:
+            ready = prepared[1].result()
+        else:
+            ready = self._sample(step)
+        # On CUDA the worker's copies go to the default stream, as the training step's
+        # kernels do, so they are ordered before any use of the batches.
+        self._next = (step + 1, self._worker.submit(self._sample, step + 1))
+        return ready
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._next = None
+
+    def __enter__(self) -> "StepPrefetcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def iter_eval_batches(shard: TokenShard, micro_batch_size: int, seq_len: int,
@@ -69,13 +119,11 @@ def _require_windows(shard: TokenShard, seq_len: int) -> None:
 def _to_device(windows: np.ndarray, device: torch.device) -> Batch:
     """Inputs and targets from (B, T + 1) windows, as one host buffer and one copy."""
     batch, width = windows.shape
-    pair = np.empty((2, batch, width - 1), dtype=np.int64)
+    # For CUDA the buffer is pinned: the copy is then asynchronous (non_blocking).
+    tensor = torch.empty((2, batch, width - 1), dtype=torch.int64, pin_memory=device.type == "cuda")
+    pair = tensor.numpy()
     pair[0] = windows[:, :-1]
     pair[1] = windows[:, 1:]
-    tensor = torch.from_numpy(pair)
-    if device.type == "cuda":
-        # pinned memory lets the copy overlap with compute on the current stream
-        tensor = tensor.pin_memory().to(device, non_blocking=True)
-    elif device.type != "cpu":
-        tensor = tensor.to(device)
+    if device.type != "cpu":
+        tensor = tensor.to(device, non_blocking=device.type == "cuda")
     return tensor[0], tensor[1]

@@ -34,13 +34,13 @@ import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from llm_sweep.data.config import DATASETS, DataConfig
+from llm_sweep.data.config import DataConfig
 from llm_sweep.data.shards import TokenShard
 from llm_sweep.data.sources import (files_fingerprint, hub_or_files_fingerprint, load_records,
                                     shakespeare_documents, shakespeare_fingerprint,
                                     text_documents, text_files)
 from llm_sweep.data.tokenizer import TOKENIZER_NAME, encode_document, gpt2_encoding
-from llm_sweep.errors import ConfigError, DataError
+from llm_sweep.errors import DataError
 
 if TYPE_CHECKING:
     import datasets
@@ -58,12 +58,10 @@ class Splits:
 
 
 def prepare_dataset(cfg: DataConfig, progress: bool = True) -> Splits:
-    """The dataset's token shards, tokenized now unless the cache already holds them."""
-    if cfg.name not in DATASETS:
-        raise ConfigError(f"data.name={cfg.name!r} is not one of {', '.join(DATASETS)}")
-    if not 0 < cfg.val_fraction < 1:
-        raise DataError(f"data.val_fraction={cfg.val_fraction} must be between 0 and 1 (exclusive): "
-                        "training needs a validation split")
+    """The dataset's token shards, tokenized now unless the cache already holds them.
+
+    `cfg` holds allowed values (see its rules in llm_sweep.data.config).
+    """
     key = cache_key(cfg)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     entry = cache_root(cfg.cache_dir) / f"{cfg.name}-{digest}"

@@ -1,37 +1,10 @@
-"""GPT-2 and Llama-style language models, built from a ModelConfig."""
-from __future__ import annotations
+"""GPT-2 and Llama-style language models, built from a ModelConfig.
 
-import dataclasses
-from collections.abc import Mapping
-from typing import Any
+Members load on first use (llm_sweep.lazy): importing the config schema does not load torch.
+"""
+from llm_sweep.lazy import lazy_exports
 
-from llm_sweep.errors import ConfigError
-from llm_sweep.models.config import ARCHS, ModelConfig
-from llm_sweep.models.gpt2 import GPT2
-from llm_sweep.models.layers import CausalLM
-from llm_sweep.models.llama import Llama
-
-__all__ = ["ARCHS", "CausalLM", "GPT2", "Llama", "ModelConfig", "build_model", "model_config"]
-
-_MODELS: dict[str, type[CausalLM]] = {"gpt2": GPT2, "llama": Llama}
-
-
-def model_config(cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
-    """A ModelConfig from itself or from a mapping (dict, DictConfig) of its fields."""
-    if isinstance(cfg, ModelConfig):
-        return cfg
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(str(key) for key in cfg if key not in fields)
-    if unknown:
-        raise ConfigError(f"model.{unknown[0]} is not a model setting; known: {', '.join(sorted(fields))}")
-    return ModelConfig(**{key: cfg[key] for key in cfg})
-
-
-def build_model(cfg: ModelConfig | Mapping[str, Any]) -> CausalLM:
-    """The model described by cfg, initialized (parameters on the default device)."""
-    config = model_config(cfg)
-    if config.arch not in _MODELS:
-        raise ConfigError(f"model.arch={config.arch!r} is not one of {', '.join(ARCHS)}")
-    if config.n_embd % config.heads:
-        raise ConfigError(f"model.n_embd={config.n_embd} is not divisible by {config.heads} heads")
-    return _MODELS[config.arch](config)
+_EXPORTS = {"ARCHS": "config", "ModelConfig": "config", "CausalLM": "layers", "GPT2": "gpt2",
+            "Llama": "llama", "build_model": "build", "model_config": "build"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,26 +1,50 @@
 """The `model` config group: one dataclass shared by both architectures."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
+from llm_sweep.rules import rule
+
 ARCHS = ("gpt2", "llama")
+
+
+def _heads_divide_width(m: "ModelConfig", p: str) -> Optional[str]:
+    if m.n_head is None and m.n_embd % m.head_dim:
+        return (f"{p}n_embd={m.n_embd} is not a multiple of {p}head_dim={m.head_dim} "
+                f"(with {p}n_head=null, heads = n_embd / head_dim)")
+    if m.n_head is not None and m.n_embd % m.n_head:
+        return f"{p}n_embd={m.n_embd} is not divisible by {p}n_head={m.n_head}"
+    return None
+
+
+def _head_size(m: "ModelConfig", p: str) -> Optional[str]:
+    # A multiple of 8 is also even, as rotary embeddings (llama) need.
+    size = m.n_embd // m.heads
+    if size % 8 == 0:
+        return None
+    given = (f"{p}head_dim={m.head_dim}" if m.n_head is None
+             else f"{p}n_embd={m.n_embd} / {p}n_head={m.n_head}")
+    return f"{given} is a head size of {size}, not allowed: must be a multiple of 8"
 
 
 @dataclass
 class ModelConfig:
     name: str = "custom"  # preset name, shown in run names and reports
-    arch: str = "llama"  # gpt2 | llama
-    n_layer: int = 2
-    n_head: Optional[int] = None  # None: derived as n_embd // head_dim
-    n_embd: int = 256
-    head_dim: int = 64
-    vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 64
-    max_seq_len: int = 1024
-    dropout: float = 0.0
+    arch: str = field(default="llama", metadata=rule(choices=ARCHS))
+    n_layer: int = field(default=2, metadata=rule(ge=1))
+    n_head: Optional[int] = field(default=None, metadata=rule(ge=1))  # None: n_embd // head_dim
+    n_embd: int = field(default=256, metadata=rule(ge=8))
+    head_dim: int = field(default=64, metadata=rule(ge=8))
+    # GPT-2's 50257 padded to a multiple of 64; at least the tokenizer's (checked with data).
+    vocab_size: int = field(default=50304, metadata=rule(ge=1))
+    max_seq_len: int = field(default=1024, metadata=rule(ge=1))
+    dropout: float = field(default=0.0, metadata=rule(ge=0, lt=1))
     weight_tying: bool = True
-    multiple_of: int = 256  # SwiGLU hidden size is rounded up to this
-    rmsnorm_eps: float = 1e-5
+    multiple_of: int = field(default=256, metadata=rule(ge=1))  # SwiGLU hidden size is rounded up to this
+    rmsnorm_eps: float = field(default=1e-5, metadata=rule(gt=0))
+
+    cross_field_rules = (_heads_divide_width, _head_size)  # not a field: no annotation
 
     @property
     def heads(self) -> int:

@@ -14,12 +14,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llm_sweep.models.config import ModelConfig
+from llm_sweep.models.size import flops_per_token, param_count
 
 INIT_STD = 0.02
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (T, head_size / 2), fp32
-# Logits per chunk of the training loss: about 2^26 fp32 values (256 MB) bound its working
-# memory at any batch size, while each chunk's matmuls stay large enough to run at full speed.
+# Logits per chunk of the memory-bounded fused loss: about 2^26 fp32 values (256 MB) bound its
+# working memory at any batch size, while each chunk's matmuls stay large enough to run fast.
 LOSS_CHUNK_LOGITS = 2**26
+# `linear_cross_entropy(chunks=None)` by device type; a type not listed is memory-bounded.
+# CUDA: one chunk per micro-batch (its bf16 logits fit easily, and each further chunk is one
+# more read-modify-write of the fp32 (V, C) weight gradient). CPU: memory-bounded. On tiny at
+# the cpu batch (2,048 rows, eager fp32, 2 cores) plain, one chunk and two chunks ran within
+# noise of each other (median step 639, 660, 665 tokens/s): the head's matmuls dominate, so
+# the setting holding the least memory wins.
+DEFAULT_LOSS_CHUNKS: dict[str, Optional[int]] = {"cuda": 1}
 
 
 class RMSNorm(nn.Module):
@@ -67,33 +75,45 @@ def loss_chunk_rows(n_rows: int, vocab_size: int) -> int:
     return min(n_rows, -(-rows // 64) * 64)
 
 
-def _chunked_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, with_grads: bool
-                           ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+def _rows_per_chunk(n_rows: int, vocab_size: int, chunks: Optional[int]) -> int:
+    """`chunks` equal pieces of the rows (the last may be shorter); None: memory-bounded."""
+    if chunks is None:
+        return loss_chunk_rows(n_rows, vocab_size)
+    return max(1, -(-n_rows // chunks))
+
+
+def _chunked_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, rows: int,
+                           with_grads: bool) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """Mean cross-entropy of hidden (N, C) @ weight (V, C).T against targets (N,), and with
-    with_grads its gradients for hidden and weight, one chunk of rows at a time."""
+    with_grads its gradients for hidden and weight, `rows` rows at a time."""
     n = hidden.size(0)
     dtype = _matmul_dtype(hidden)
     h, w = hidden.to(dtype), weight.to(dtype)
+    vocab = torch.arange(weight.size(0), device=hidden.device)
     loss = torch.zeros((), device=hidden.device, dtype=torch.float32)
-    grad_hidden = torch.empty_like(hidden) if with_grads else None
-    grad_weight = torch.zeros_like(weight, dtype=torch.float32) if with_grads else None
-    rows = loss_chunk_rows(n, weight.size(0))
+    grad_hidden: list[Tensor] = []
+    grad_weight: Optional[Tensor] = None
     for start in range(0, n, rows):
         h_chunk, t_chunk = h[start:start + rows], targets[start:start + rows, None]
         logits = (h_chunk @ w.t()).float()  # (rows, V)
         target_logits = logits.gather(1, t_chunk)
         row_max = logits.amax(dim=-1, keepdim=True)
-        exp = logits.sub_(row_max).exp_()  # in place: the chunk's one (rows, V) buffer
+        exp = logits.sub_(row_max).exp_()  # in place: the chunk's one (rows, V) fp32 buffer
         sum_exp = exp.sum(dim=-1, keepdim=True)
         loss += (sum_exp.log() + row_max - target_logits).sum()
         if with_grads:
-            # d loss / d logits = (softmax - one_hot(target)) / N, in the same buffer.
-            grad = exp.mul_((sum_exp * n).reciprocal_())
-            grad.scatter_add_(1, t_chunk, grad.new_full(t_chunk.shape, -1.0 / n))
+            # d loss / d logits = (softmax - one_hot(target)) / N. The one-hot is a comparison
+            # with the vocabulary ids, not a scatter: compiled, the whole expression is one
+            # elementwise pass that writes the gradient straight in the matmul dtype.
+            grad = exp.mul_((sum_exp * n).reciprocal_()).add_(vocab == t_chunk, alpha=-1.0 / n)
             grad = grad.to(dtype)
-            grad_hidden[start:start + rows] = grad @ w
-            grad_weight += grad.t() @ h_chunk
-    return loss / n, grad_hidden, grad_weight
+            grad_hidden.append(grad @ w)
+            part = grad.t() @ h_chunk  # (V, C)
+            grad_weight = part.float() if grad_weight is None else grad_weight.add_(part)
+    if not with_grads:
+        return loss / n, None, None
+    whole = grad_hidden[0] if len(grad_hidden) == 1 else torch.cat(grad_hidden)
+    return loss / n, whole.to(hidden.dtype), grad_weight
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -102,24 +122,42 @@ class _LinearCrossEntropy(torch.autograd.Function):
     exist whole. The loss is a scalar, so backward only scales the stored gradients."""
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
-        loss, grad_hidden, grad_weight = _chunked_cross_entropy(hidden, weight, targets, with_grads=True)
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, rows: int) -> Tensor:
+        loss, grad_hidden, grad_weight = _chunked_cross_entropy(hidden, weight, targets, rows,
+                                                                with_grads=True)
         ctx.save_for_backward(grad_hidden, grad_weight)
         return loss
 
     @staticmethod
-    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, Tensor, None]:
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, Tensor, None, None]:
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_weight * grad_loss, None
+        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None
 
 
-def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
-    """F.cross_entropy(hidden @ weight.T, targets) (mean over rows) without materializing
-    the logits: hidden (N, C), weight (V, C), targets (N,). Under autocast the matmuls run
-    in its dtype and the softmax in fp32, as `F.cross_entropy(logits.float(), ...)` would."""
+def default_loss_chunks(device_type: str) -> Optional[int]:
+    """What `chunks=None` means on a device type: a chunk count, or None for memory-bounded
+    chunks of about LOSS_CHUNK_LOGITS logits each."""
+    return DEFAULT_LOSS_CHUNKS.get(device_type)
+
+
+def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor,
+                         chunks: Optional[int] = None) -> Tensor:
+    """F.cross_entropy(hidden @ weight.T, targets) (mean over rows): hidden (N, C), weight
+    (V, C), targets (N,). Under autocast the matmuls run in its dtype and the softmax in fp32,
+    as `F.cross_entropy(logits.float(), ...)` does.
+
+    chunks: 0 computes exactly that, on the whole logits, and autograd keeps them for the
+    backward pass; k >= 1 fuses head and loss over k equal pieces of the rows, computing the
+    gradients in the forward pass: one piece's fp32 logits exist at a time, and nothing of
+    size (N, V) is kept for backward; None is the device type's default (default_loss_chunks)."""
+    if chunks is None:
+        chunks = default_loss_chunks(hidden.device.type)
+    if chunks == 0:
+        return F.cross_entropy(F.linear(hidden, weight).float(), targets)
+    rows = _rows_per_chunk(hidden.size(0), weight.size(0), chunks)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(hidden, weight, targets)
-    return _chunked_cross_entropy(hidden, weight, targets, with_grads=False)[0]
+        return _LinearCrossEntropy.apply(hidden, weight, targets, rows)
+    return _chunked_cross_entropy(hidden, weight, targets, rows, with_grads=False)[0]
 
 
 class CausalSelfAttention(nn.Module):
@@ -199,6 +237,8 @@ class CausalLM(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        # The training loss's `chunks` (linear_cross_entropy): None is the device's default.
+        self.loss_chunks: Optional[int] = None
 
     def features(self, idx: Tensor) -> Tensor:
         raise NotImplementedError
@@ -210,13 +250,14 @@ class CausalLM(nn.Module):
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None, return_logits: bool = True
                 ) -> Tensor | tuple[Optional[Tensor], Tensor]:
         """Logits (B, T, V) of idx (B, T); with targets, (logits, mean cross-entropy in fp32).
-        With targets and return_logits=False, (None, loss): the training path, whose fused
-        head and loss never hold the (B, T, V) logits."""
+        With targets and return_logits=False, (None, loss): the training path, head and loss
+        as `self.loss_chunks` says (fused, it never holds the (B, T, V) logits)."""
         if idx.size(1) > self.config.max_seq_len:
             raise ValueError(f"sequence length {idx.size(1)} exceeds max_seq_len={self.config.max_seq_len}")
         hidden = self.features(idx)  # (B, T, C)
         if targets is not None and not return_logits:
-            return None, linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten())
+            return None, linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight,
+                                              targets.flatten(), chunks=self.loss_chunks)
         logits = self.lm_head(hidden)  # (B, T, V)
         if targets is None:
             return logits
@@ -238,24 +279,12 @@ class CausalLM(nn.Module):
         self.lm_head.weight = self.tok_emb.weight
 
     def num_params(self, non_embedding: bool = False) -> int:
-        """Parameters, tied weights once. non_embedding leaves out the token embedding,
-        the position table and an untied LM head."""
-        params = {id(p): p.numel() for p in self.parameters()}
-        if non_embedding:
-            tables = [self.tok_emb.weight, self.lm_head.weight, self.position_table()]
-            for table in tables:
-                if table is not None:
-                    params.pop(id(table), None)
-        return sum(params.values())
+        """Parameters, tied weights once (see models.size.param_count)."""
+        return param_count(self.config, non_embedding)
 
     def flops_per_token(self, seq_len: int) -> int:
-        """Training FLOPs per token (forward and backward): 6 N, with N every parameter
-        but the position table, which is only looked up (the token embedding stays in:
-        tied, it is the LM head), plus 12 * n_layer * n_embd * seq_len for attention
-        scores and their weighted sum of values."""
-        position = self.position_table()
-        n_matmul = self.num_params() - (position.numel() if position is not None else 0)
-        return 6 * n_matmul + 12 * self.config.n_layer * self.config.n_embd * seq_len
+        """Training FLOPs per token (see models.size.flops_per_token)."""
+        return flops_per_token(self.config, seq_len)
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,

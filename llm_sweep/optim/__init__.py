@@ -1,31 +1,10 @@
-"""Optimizers (AdamW, SophiaG), their step hooks, and learning-rate schedules."""
-from __future__ import annotations
+"""Optimizers (AdamW, SophiaG), their step hooks, and learning-rate schedules.
 
-import torch
-from torch import nn
+Members load on first use (llm_sweep.lazy): importing the config schema does not load torch.
+"""
+from llm_sweep.lazy import lazy_exports
 
-from llm_sweep.errors import ConfigError
-from llm_sweep.optim.adamw import build_adamw, weight_decay_groups
-from llm_sweep.optim.config import OPTIMIZERS, OptimConfig
-from llm_sweep.optim.hooks import OptimizerHook
-from llm_sweep.optim.schedules import lr_at, set_lr
-from llm_sweep.optim.sophia import SophiaG, SophiaHessianHook
-
-__all__ = ["build_optimizer", "OptimizerHook", "SophiaG", "SophiaHessianHook", "lr_at", "set_lr"]
-
-
-def build_optimizer(model: nn.Module, cfg: OptimConfig, tokens_per_step: int,
-                    device_type: str) -> tuple[torch.optim.Optimizer, OptimizerHook]:
-    """The optimizer for `model` and the hook the training loop calls around each step.
-
-    `tokens_per_step` is the number of tokens behind one optimizer step (all
-    micro-batches); SophiaG scales its Hessian estimate by it.
-    """
-    if cfg.name == "adamw":
-        return build_adamw(model, cfg, device_type), OptimizerHook()
-    if cfg.name == "sophiag":
-        optimizer = SophiaG(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr,
-                            betas=(cfg.beta1, cfg.beta2), rho=cfg.rho,
-                            weight_decay=cfg.weight_decay)
-        return optimizer, SophiaHessianHook(optimizer, tokens_per_step, cfg.hessian_interval)
-    raise ConfigError(f"optim.name={cfg.name!r} is not one of {', '.join(OPTIMIZERS)}")
+_EXPORTS = {"build_optimizer": "build", "OptimizerHook": "hooks", "SophiaG": "sophia",
+            "SophiaHessianHook": "sophia", "lr_at": "schedules", "set_lr": "schedules"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from llm_sweep.models.layers import loss_chunk_rows
 from llm_sweep.optim.hooks import Autocast, OptimizerHook
 
 _TINY = 1e-15  # keeps the ratio finite where the Hessian estimate is still zero
@@ -92,6 +93,25 @@ class SophiaG(torch.optim.Optimizer):
         return loss
 
 
+def sample_next_tokens(hidden: Tensor, weight: Tensor) -> Tensor:
+    """One token id per row of hidden (N, C), drawn from softmax(hidden @ weight.T).
+
+    Gumbel-max: argmax(logits - log E), E ~ Exp(1) per logit, is distributed as
+    Categorical(softmax(logits)); it needs no normalized probabilities and no host sync, and
+    runs over rows in chunks of about LOSS_CHUNK_LOGITS logits, so the (N, V) fp32 logits
+    never exist whole. The noise comes from torch's default generator of hidden's device
+    (checkpointed with the run). Under autocast the logits are rounded as the LM head's are.
+    """
+    n = hidden.size(0)
+    rows = loss_chunk_rows(n, weight.size(0))
+    labels = torch.empty(n, dtype=torch.long, device=hidden.device)
+    for start in range(0, n, rows):
+        logits = F.linear(hidden[start:start + rows], weight).float()  # (rows, V)
+        noise = torch.empty_like(logits).exponential_().clamp_min_(torch.finfo(torch.float32).tiny)
+        labels[start:start + rows] = logits.sub_(noise.log_()).argmax(dim=-1)
+    return labels
+
+
 class SophiaHessianHook(OptimizerHook):
     """Passes the batch size to `SophiaG.step` and refreshes its Hessian estimate.
 
@@ -99,6 +119,9 @@ class SophiaHessianHook(OptimizerHook):
     distribution, the squared gradient of the cross-entropy estimates the diagonal of
     the Gauss-Newton matrix. The gradient of a mean over `bs` tokens carries a 1/bs
     factor, which `SophiaG.step` undoes by scaling the Hessian with `bs`.
+
+    The model is a CausalLM (`features`, `lm_head`, `forward(idx, targets,
+    return_logits=False)`), or the torch.compile wrapper of one.
     """
 
     def __init__(self, optimizer: SophiaG, tokens_per_step: int, hessian_interval: int):
@@ -116,14 +139,23 @@ class SophiaHessianHook(OptimizerHook):
         return {"optim/win_rate": self.optimizer.win_rate}
 
     def _refresh_hessian(self, model: nn.Module, inputs: Tensor, autocast: Autocast) -> None:
+        """Sample labels in a no-grad pass, then take the gradient of the loss on them
+        through the same call as a training micro-batch: a compiled model reuses its
+        training graph (no recompilation), and the refresh needs no more memory than a
+        training micro-batch plus the sampling's chunk. At the seed's batch (one 64 x 512
+        micro-batch, V = 50304, C = 1024, bf16) the sampling holds the features (32768 x
+        1024 fp32, 128 MiB) and per chunk of 1344 rows its bf16 logits, their fp32 copy and
+        the fp32 noise (about 0.7 GiB); the no-grad pass frees each layer's activations as
+        it goes, and no (B*T, V) tensor is ever whole (in fp32 it would be 6.6 GB)."""
         # Gradients left over from the training step must not leak into the estimate.
         self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad(), autocast():
+            # On a compile wrapper, attribute access reaches the module: this pass is eager.
+            hidden = model.features(inputs).flatten(0, 1)  # (B*T, C)
+            labels = sample_next_tokens(hidden, model.lm_head.weight).view_as(inputs)
+        del hidden
         with autocast():
-            logits = model(inputs)
-        logits = logits.float().flatten(0, -2)  # (B*T, V)
-        with torch.no_grad():
-            # y ~ Categorical(softmax(logits)), with one (B*T, V) copy instead of two.
-            labels = torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(-1)
-        F.cross_entropy(logits, labels).backward()
+            _, loss = model(inputs, labels, return_logits=False)
+        loss.backward()
         self.optimizer.update_hessian()
         self.optimizer.zero_grad(set_to_none=True)

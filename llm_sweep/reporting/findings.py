@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Mapping, Optional, Sequence
 
-from llm_sweep.reporting import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
+from llm_sweep.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
 from llm_sweep.reporting.analysis import ConfigResult, Findings, Noise, ShapeSeries, within_noise
 from llm_sweep.reporting.runs import RunRow
 from llm_sweep.reporting.tables import ratio, si

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from llm_sweep.reporting import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
+from llm_sweep.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
 from llm_sweep.reporting.analysis import ConfigResult, OptimizerScale, ShapeSeries
 from llm_sweep.reporting.runs import RunRow
 from llm_sweep.reporting.tables import ratio, si

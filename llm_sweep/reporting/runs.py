@@ -59,6 +59,8 @@ class RunRow:
     val_loss: Optional[float] = None
     val_ppl: Optional[float] = None
     val_acc: Optional[float] = None
+    flops_budget: Optional[float] = None  # budget.flops, when the run had a FLOP budget
+    flops: Optional[float] = None  # training FLOPs spent: flops_per_token x tokens, as MFU counts them
     curve: tuple[ValPoint, ...] = ()
     config_key: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -154,9 +156,22 @@ def _row(client: "MlflowClient", run: "Run", experiment: str) -> RunRow:
         mfu=_median_history(client, run_id, "perf/mfu"),
         val_loss=metrics.get("final/val_loss"), val_ppl=metrics.get("final/val_ppl"),
         val_acc=metrics.get("final/val_acc"),
+        flops_budget=_optional_float(params.get("budget.flops", "None")),
+        flops=metrics.get("final/flops", _spent_flops(params, metrics)),
         curve=_val_curve(client, run_id, int(params["tokens_per_step"])),
         config_key=tuple(sorted((k, v) for k, v in params.items() if k.startswith(RESULT_PARAM_PREFIXES))),
     )
+
+
+def _optional_float(value: str) -> Optional[float]:
+    return None if value in NULLS else float(value)
+
+
+def _spent_flops(params: dict[str, str], metrics: dict[str, float]) -> Optional[float]:
+    """For runs logged before final/flops existed: the same count from the logged rate."""
+    per_token = _optional_float(params.get("flops_per_token", "None"))
+    tokens = metrics.get("final/tokens")
+    return None if per_token is None or tokens is None else per_token * tokens
 
 
 def _median_history(client: "MlflowClient", run_id: str, key: str) -> Optional[float]:

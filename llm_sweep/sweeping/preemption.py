@@ -2,7 +2,7 @@
 
 submitit binds USR2 to "call the task's checkpoint() and requeue". A Hydra task can only
 be resubmitted as a whole, so the saving must happen inside the training loop: our
-handler asks the loop to stop, the loop saves a checkpoint at the next step boundary
+handler sets the run's StopRequest, the loop saves a checkpoint at the next step boundary
 and raises RunInterrupted, and the job then hands the signal to submitit's handler,
 which requeues the job into the same run directory, where `resume=auto` picks it up.
 """
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Callable, Iterator, Optional
 
-from llm_sweep.train import request_stop
+from llm_sweep.training.stop import PREEMPTED, StopRequest
 
 PREEMPTION_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
@@ -21,13 +21,14 @@ PREEMPTION_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 class PreemptionGuard:
     """Turns preemption signals into a checkpoint-and-stop request for the training loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop: StopRequest) -> None:
+        self.stop = stop
         self.received: Optional[tuple[int, Optional[FrameType]]] = None
         self.previous: dict[int, Callable | int | None] = {}
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         self.received = (signum, frame)
-        request_stop()
+        self.stop.request(PREEMPTED, signal.Signals(signum).name)
 
     def install(self) -> None:
         for sig in PREEMPTION_SIGNALS:
@@ -51,8 +52,8 @@ class PreemptionGuard:
 
 
 @contextmanager
-def preemption_guard() -> Iterator[PreemptionGuard]:
-    guard = PreemptionGuard()
+def preemption_guard(stop: StopRequest) -> Iterator[PreemptionGuard]:
+    guard = PreemptionGuard(stop)
     guard.install()
     try:
         yield guard

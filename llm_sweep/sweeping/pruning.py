@@ -2,15 +2,20 @@
 
 The sweeper (hydra_plugins/llm_sweep_optuna) gives each job its trial identity through
 environment variables; `OptunaPruningReporter.from_env()` turns them back into the
-trial, and the training loop passes the reporter as a metrics sink. The pruner settings
-travel in the study itself (a study user attribute), so the job prunes exactly as the
-sweep was configured.
+trial, and the training loop passes the reporter as a sink. When the pruner gives up on
+the trial, the reporter sets the run's StopRequest. The pruner settings travel in the
+study itself (a study user attribute), so the job prunes exactly as the sweep was
+configured.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
+
+from llm_sweep.run_record import VAL_LOSS
+from llm_sweep.training.sinks import Sink
+from llm_sweep.training.stop import PRUNED, StopRequest
 
 if TYPE_CHECKING:
     import optuna
@@ -35,20 +40,19 @@ def build_pruner(name: Optional[str] = None, warmup_steps: int = 0) -> "optuna.p
     raise ValueError(f"pruner={name!r} is not one of {', '.join(PRUNERS)}")
 
 
-class OptunaPruningReporter:
-    """A metrics sink that reports `val/loss` to a running Optuna trial.
+class OptunaPruningReporter(Sink):
+    """A sink that reports `val/loss` to a running Optuna trial, and asks the training loop
+    to stop when the study's pruner decides the trial is not worth finishing."""
 
-    `log_metrics` raises `optuna.TrialPruned` when the study's pruner decides the trial
-    is not worth finishing; the training job turns that into a "pruned" status.
-    """
+    metric = VAL_LOSS
 
-    metric = "val/loss"
-
-    def __init__(self, trial: "optuna.Trial") -> None:
+    def __init__(self, trial: "optuna.Trial", stop: StopRequest) -> None:
         self.trial = trial
+        self.stop = stop
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Optional[OptunaPruningReporter]:
+    def from_env(cls, stop: StopRequest,
+                 environ: Mapping[str, str] = os.environ) -> Optional[OptunaPruningReporter]:
         """The reporter for the trial this process runs, or None outside an Optuna sweep."""
         number = environ.get(TRIAL_ENV)
         if number is None:
@@ -65,14 +69,12 @@ class OptunaPruningReporter:
         settings: dict[str, Any] = storage.get_study_user_attrs(study_id).get(PRUNER_ATTR, {})
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=build_pruner(**settings))
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
-        return cls(optuna.Trial(study, trial_id))
+        return cls(optuna.Trial(study, trial_id), stop)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         if self.metric not in metrics:
             return
-        import optuna
-
         value = float(metrics[self.metric])
         self.trial.report(value, step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at step {step} with {self.metric}={value:.4g}")
+            self.stop.request(PRUNED, f"pruned at step {step} with {self.metric}={value:.4g}")

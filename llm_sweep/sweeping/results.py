@@ -1,6 +1,6 @@
 """The end of a sweep: a table of every job's status and final validation loss.
 
-Each job records how it ended in `<job dir>/status.json` (llm_sweep.job), whatever the
+Each job records how it ended in its status file (llm_sweep.run_record), whatever the
 launcher ran it on, so the table is read from disk in the launching process.
 """
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.job import STATUS_FILE, read_status
-
-RESULTS_FILE = "sweep_results.md"
+from llm_sweep.run_record import (STATUS_FAILED, STATUS_FILE, STATUS_FINISHED, SWEEP_RESULTS_FILE,
+                                  read_status)
 
 
 @dataclass
@@ -32,7 +31,7 @@ def collect_results(sweep_dir: Path) -> list[JobResult]:
     results = []
     for status_file in sorted(Path(sweep_dir).glob(f"*/{STATUS_FILE}"), key=_job_order):
         job_dir = status_file.parent
-        status = read_status(job_dir)
+        status = read_status(job_dir) or {"status": "unreadable"}
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
         results.append(JobResult(job_dir, overrides, status["status"], status.get("val_loss"),
@@ -66,9 +65,9 @@ class SweepResultsCallback(Callback):
         if not results:
             return
         table = format_results(results)
-        (sweep_dir / RESULTS_FILE).write_text(table + "\n")
-        finished = sum(r.status == "finished" for r in results)
+        (sweep_dir / SWEEP_RESULTS_FILE).write_text(table + "\n")
+        finished = sum(r.status == STATUS_FINISHED for r in results)
         print(f"\nsweep {sweep_dir}: {finished}/{len(results)} jobs finished\n{table}", flush=True)
-        if all(r.status == "failed" for r in results):
+        if all(r.status == STATUS_FAILED for r in results):
             print("error: every job of the sweep failed", file=sys.stderr)
             sys.exit(1)

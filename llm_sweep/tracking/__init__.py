@@ -1,23 +1,23 @@
 """Run tracking: `tracking=mlflow` (default) or `tracking=none`.
 
-`start_tracking` returns a Tracker: its `sinks()` receive train()'s metrics and
-`finish()` records how the run ended. MLflow (about 1 s to import) is loaded only when
-a run is tracked with it.
+`start_tracking` returns a Tracker: its `sinks()` receive train()'s run description and
+metrics, and `finish()` records how the run ended. MLflow (about 1 s to import) is loaded
+only when a run is tracked with it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-if TYPE_CHECKING:  # importing the config pulls in torch; the sweep callback does without
-    from omegaconf import DictConfig
-
+if TYPE_CHECKING:
     from llm_sweep.config import RunConfig
+    from llm_sweep.tracking.describe import JobContext
+    from llm_sweep.training.sinks import Sink
 
 
 class Tracker(Protocol):
-    def sinks(self) -> list:
-        """Metric sinks for train(): objects with `log_metrics(metrics, step)`."""
+    def sinks(self) -> list[Sink]:
+        """Sinks for train(): the run's description at the start, then its metrics."""
 
     def finish(self, status: str, summary: Optional[dict[str, Any]] = None,
                error: Optional[str] = None) -> None:
@@ -27,7 +27,7 @@ class Tracker(Protocol):
 class NullTracker:
     """Tracks nothing (`tracking=none`)."""
 
-    def sinks(self) -> list:
+    def sinks(self) -> list[Sink]:
         return []
 
     def finish(self, status: str, summary: Optional[dict[str, Any]] = None,
@@ -35,10 +35,10 @@ class NullTracker:
         pass
 
 
-def start_tracking(run: RunConfig, cfg: DictConfig, run_dir: Path) -> Tracker:
+def start_tracking(run: RunConfig, job: JobContext, run_dir: Path, config_hash: str) -> Tracker:
     """The tracker of one training run; never raises for an unreachable store."""
     if run.tracking.backend == "none":
         return NullTracker()
     from llm_sweep.tracking.mlflow_run import start_mlflow_run
 
-    return start_mlflow_run(run, cfg, run_dir)
+    return start_mlflow_run(run, job, run_dir, config_hash)

@@ -5,6 +5,7 @@ test. Every string that leaves the process goes through `redact` first.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import socket
@@ -14,10 +15,9 @@ from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
 from llm_sweep.config import RunConfig
-from llm_sweep.errors import ConfigError
+from llm_sweep.models.size import flops_per_token, param_count
+from llm_sweep.run_record import FLOPS_PER_TOKEN, NON_EMBEDDING_PARAMS, PARAMS, TOKENS_PER_STEP
 from llm_sweep.tracking.redact import is_secret_key, redact
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
@@ -29,7 +29,7 @@ QUOTES = "'\""
 
 # Override keys that say where or how a run is recorded, not what it trains.
 _UNNAMED_PREFIXES = ("hydra", "tracking", "data.cache_dir", "data.num_proc", "resume", "eval",
-                     "checkpoint")
+                     "checkpoint", "compile", "loss_chunks")
 _NAMED_BY_PRESET = ("model", "optim")  # already in the name as model.name and optim.name
 _TOP_LEVEL_VALUES = frozenset(key for key, value in vars(RunConfig()).items()
                               if not is_dataclass(value))  # seed, device, dtype, ...
@@ -109,6 +109,8 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
             text = "***"
         elif value is None:
             text = "null"
+        elif isinstance(value, bool):
+            text = "true" if value else "false"  # as typed on the command line
         elif isinstance(value, (list, tuple)):
             text = json.dumps(list(value), default=str)
         else:
@@ -118,16 +120,12 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 
 def derived_params(run: RunConfig) -> dict[str, str]:
-    """Model size and cost, from a model built on the meta device: shapes without memory."""
-    from llm_sweep.models import build_model
-
-    with torch.device("meta"):
-        model = build_model(run.model)
+    """Model size and cost, from the model config alone."""
     return {
-        "model.params": str(model.num_params()),
-        "model.non_embedding_params": str(model.num_params(non_embedding=True)),
-        "flops_per_token": str(model.flops_per_token(run.batch.seq_len)),
-        "tokens_per_step": str(run.batch.tokens_per_step),
+        PARAMS: str(param_count(run.model)),
+        NON_EMBEDDING_PARAMS: str(param_count(run.model, non_embedding=True)),
+        FLOPS_PER_TOKEN: str(flops_per_token(run.model, run.batch.seq_len)),
+        TOKENS_PER_STEP: str(run.batch.tokens_per_step),
     }
 
 
@@ -150,22 +148,12 @@ def git_tags(path: Path = PACKAGE_DIR) -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
 
 
-def _device_tag(run: RunConfig) -> str:
-    from llm_sweep.hardware import device_name, resolve_device
-
-    try:
-        return device_name(resolve_device(run.device))
-    except ConfigError:  # train() reports it; the tag just says what was asked for
-        return run.device
-
-
 def run_tags(run: RunConfig, job: JobContext, config_hash: str) -> dict[str, str]:
-    """Where, on what and from which code a run ran."""
+    """Where and from which code a run ran (the device is tagged when training starts)."""
     tags = {
         **git_tags(),
         "host": socket.gethostname(),
-        "device": _device_tag(run),
-        "torch_version": torch.__version__,
+        "torch_version": importlib.metadata.version("torch"),
         "overrides": " ".join(job.overrides),
         "config_hash": config_hash,
     }

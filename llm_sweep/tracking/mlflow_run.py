@@ -7,20 +7,19 @@ goes on untracked, and whatever could not be logged is named in one warning at t
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from omegaconf import DictConfig, OmegaConf
-
-from llm_sweep.checkpoint import list_checkpoints
 from llm_sweep.config import RunConfig
-from llm_sweep.job import config_hash
-from llm_sweep.tracking.callback import SweepParent
+from llm_sweep.run_record import METRICS_FILE, MLFLOW_RUN_FILE, SUMMARY_FILE, read_json, write_json
+from llm_sweep.training.checkpoint import list_checkpoints
+from llm_sweep.training.sinks import RunInfo, Sink
 from llm_sweep.tracking.describe import (MAX_TAG_CHARS, JobContext, derived_params,
                                          experiment_name, flatten_params, run_name, run_tags)
+from llm_sweep.tracking.parent import SweepParent
 from llm_sweep.tracking.loss_curve import plot_loss_curve
 from llm_sweep.tracking.metric_queue import BackgroundMetricLogger, MetricValue
 from llm_sweep.tracking.redact import redact
@@ -34,16 +33,14 @@ log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 30.0  # the most finish() waits for queued metrics
 HYDRA_FILES = ("config.yaml", "overrides.yaml")  # written by Hydra to <run_dir>/.hydra/
-RUN_RECORD = "mlflow_run.json"  # in the run dir: the run a resumed job continues
 
 
-def start_mlflow_run(run: RunConfig, cfg: DictConfig, run_dir: Path) -> MlflowTracker | UntrackedRun:
+def start_mlflow_run(run: RunConfig, job: JobContext, run_dir: Path,
+                     digest: str) -> MlflowTracker | UntrackedRun:
     """Create the run (a child of the sweep's parent in a multirun), or continue the one a
     resumed job started, and log its params and tags."""
-    job = JobContext.current()
     parent = SweepParent.read(job.sweep_dir) if job.sweep_dir else None
     uri = parent.tracking_uri if parent else resolve_uri(run.tracking.uri, job.cwd)
-    digest = config_hash(run)
     name = run_name(run, job.overrides, parent.shared_overrides if parent else ())
     try:
         if parent:
@@ -63,14 +60,13 @@ def start_mlflow_run(run: RunConfig, cfg: DictConfig, run_dir: Path) -> MlflowTr
         reason = f"MLflow at {redact(uri)} is unavailable: {_one_line(exc)}"
         log.warning("%s; training continues untracked", reason)
         return UntrackedRun(run, run_dir, reason)
-    record = {"run_id": run_id, "tracking_uri": redact(uri), "config_hash": digest}
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(Path(run_dir) / MLFLOW_RUN_FILE,
+               {"run_id": run_id, "tracking_uri": redact(uri), "config_hash": digest})
     tracker = MlflowTracker(client, run_id, name, run, Path(run_dir))
     log.info("MLflow: run %r (%s) in experiment %s at %s", name, run_id, experiment_id, redact(uri))
     # Identical values may be logged again, so a continued run needs no special case.
     tracker.attempt("params", lambda: log_params(client, run_id, {
-        **flatten_params(OmegaConf.to_container(cfg, resolve=True)), **derived_params(run)}))
+        **flatten_params(dataclasses.asdict(run)), **derived_params(run)}))
     return tracker
 
 
@@ -80,11 +76,10 @@ def _continued_run(client: MlflowClient, run: RunConfig, run_dir: Path, uri: str
     from its checkpoint (a preempted job requeued) with the same config and store."""
     from mlflow.exceptions import MlflowException
 
-    record = Path(run_dir) / RUN_RECORD
-    if run.resume != "auto" or not record.exists() or not list_checkpoints(run_dir):
+    saved = read_json(Path(run_dir) / MLFLOW_RUN_FILE)
+    if run.resume != "auto" or saved is None or not list_checkpoints(run_dir):
         return None
-    saved = json.loads(record.read_text())
-    if (saved["config_hash"], saved["tracking_uri"]) != (digest, redact(uri)):
+    if (saved.get("config_hash"), saved.get("tracking_uri")) != (digest, redact(uri)):
         return None
     run_id = saved["run_id"]
     try:
@@ -112,8 +107,9 @@ def _artifact_files(run: RunConfig, run_dir: Path) -> list[tuple[Path, Optional[
     return [(path, folder) for path, folder in files if path.exists()]
 
 
-class MlflowTracker:
-    """A live MLflow run: `sinks()` feed train(), `finish()` records the outcome."""
+class MlflowTracker(Sink):
+    """A live MLflow run: a sink of train(), metrics sent from a background thread;
+    `finish()` records the outcome."""
 
     def __init__(self, client: MlflowClient, run_id: str, name: str, run: RunConfig,
                  run_dir: Path):
@@ -126,8 +122,17 @@ class MlflowTracker:
         self._first_error: Optional[str] = None
         self._metrics = BackgroundMetricLogger(self._send_metrics)
 
-    def sinks(self) -> list[BackgroundMetricLogger]:
-        return [self._metrics]
+    def sinks(self) -> list[Sink]:
+        return [self]
+
+    def start(self, info: RunInfo) -> None:
+        """Tag where training runs, as the training setup resolved it."""
+        tags = {"device": info.device, "dtype": info.dtype, "compiled": str(info.compiled).lower()}
+        self.attempt("tags", lambda: set_tags(self.client, self.run_id,
+                                              {k: redact(v)[:MAX_TAG_CHARS] for k, v in tags.items()}))
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._metrics.log_metrics(metrics, step)
 
     def _send_metrics(self, batch: list[MetricValue]) -> None:
         from mlflow.entities import Metric
@@ -157,7 +162,7 @@ class MlflowTracker:
             name = f"{folder}/{path.name}" if folder else path.name
             self.attempt(name, lambda: client.log_artifact(run_id, str(path), folder))
         if summary is not None:
-            self.attempt("summary.json", lambda: client.log_dict(run_id, summary, "summary.json"))
+            self.attempt(SUMMARY_FILE, lambda: client.log_dict(run_id, summary, SUMMARY_FILE))
         self.attempt("loss_curve.png", self._log_loss_curve)
         if not self.attempt(f"status {status}", lambda: with_retries(
                 lambda: client.set_terminated(run_id, status))):
@@ -174,7 +179,7 @@ class MlflowTracker:
                     ", ".join(what), error)
 
     def _log_loss_curve(self) -> None:
-        metrics = self._run_dir / "metrics.jsonl"
+        metrics = self._run_dir / METRICS_FILE
         if not metrics.exists():
             return
         with tempfile.TemporaryDirectory() as tmp:
@@ -183,7 +188,7 @@ class MlflowTracker:
                 self.client.log_artifact(self.run_id, str(png))
 
 
-class UntrackedRun:
+class UntrackedRun(Sink):
     """Stands in for a run the store could not create: counts what goes unlogged."""
 
     def __init__(self, run: RunConfig, run_dir: Path, reason: str):
@@ -192,7 +197,7 @@ class UntrackedRun:
         self.reason = reason
         self.metric_values = 0
 
-    def sinks(self) -> list[UntrackedRun]:
+    def sinks(self) -> list[Sink]:
         return [self]
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -201,7 +206,7 @@ class UntrackedRun:
     def finish(self, status: str, summary: Optional[dict[str, Any]] = None,
                error: Optional[str] = None) -> None:
         artifacts = [path.name for path, _ in _artifact_files(self._run, self._run_dir)]
-        artifacts += ["summary.json"] if summary is not None else []
-        artifacts += ["loss_curve.png"] if (self._run_dir / "metrics.jsonl").exists() else []
+        artifacts += [SUMMARY_FILE] if summary is not None else []
+        artifacts += ["loss_curve.png"] if (self._run_dir / METRICS_FILE).exists() else []
         log.warning("%s; not logged: %d metric values, artifacts %s, status %s", self.reason,
                     self.metric_values, ", ".join(artifacts) or "none", status)

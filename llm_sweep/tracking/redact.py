@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
-_URI_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^/:@\s]*):[^/@\s]*@")
-# `key=value` where the key ends in a secret's name: query strings (?token=, &X-Amz-Signature=)
-# and overrides (data.hf_token=); `budget.tokens=` is not one.
+# Both patterns match a name only from its first character (the lookbehinds): a long run
+# of word characters then costs a linear scan, not a quadratic one.
+_URI_PASSWORD = re.compile(r"(?<![\w+.-])(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^/:@\s]*):[^/@\s]*@")
+# `key=value` where the key ends in a secret's name: query strings (?token=,
+# &X-Amz-Signature=) and overrides (data.hf_token=); `budget.tokens=` is not one.
 _SECRET_ASSIGNMENT = re.compile(
-    r"(?P<key>[\w.-]*?(?:token|key|secret|password|passwd|pwd|signature|sig|credential)=)"
+    r"(?<![\w.-])(?P<key>[\w.-]*(?:token|key|secret|password|passwd|pwd|signature|sig|credential)=)"
     r"[^&;#\s]*", re.IGNORECASE)
 _SECRET_KEY = re.compile(r"^(?:.*_)?(?:password|passwd|secret|token|api_key|apikey|access_key)$",
                          re.IGNORECASE)

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.tracking.callback import PARENT_FILE, SweepParent, sweep_dir_of
+from llm_sweep.run_record import BEST_VAL_LOSS, FINAL_VAL_LOSS, OPTUNA_RESULTS_FILE
+from llm_sweep.tracking.parent import SweepParent, sweep_dir_of
 from llm_sweep.tracking.describe import experiment_name, flatten_params, git_tags
 from llm_sweep.tracking.redact import redact
 from llm_sweep.tracking.store import connect, log_params, open_experiment, resolve_uri, with_retries
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FINAL_METRIC = "final/val_loss"
-SWEEPER_RESULTS = "optimization_results.yaml"  # written by the Optuna sweeper
 _PARAM_KEY_CHARS = re.compile(r"[^\w\-. /:]")
 
 
@@ -60,7 +59,7 @@ def start_parent_run(config: DictConfig) -> Optional[SweepParent]:
     definition = sweep_definition(config)
     sweep_dir = sweep_dir_of(config)
     # A parent file left by an earlier sweep into this directory must not adopt these jobs.
-    (sweep_dir / PARENT_FILE).unlink(missing_ok=True)
+    SweepParent.forget(sweep_dir)
     try:
         client, experiment_id = open_experiment(uri, name)
         tags = {"sweep_id": str(sweep_dir), "host": socket.gethostname(),
@@ -98,8 +97,8 @@ def _children(client: MlflowClient, parent: SweepParent) -> list[Run]:
 def best_child(children: list[Run]) -> Optional[Run]:
     """The FINISHED child with the lowest final validation loss."""
     finished = [r for r in children if r.info.status == "FINISHED"
-                and math.isfinite(r.data.metrics.get(FINAL_METRIC, math.nan))]
-    return min(finished, key=lambda r: r.data.metrics[FINAL_METRIC], default=None)
+                and math.isfinite(r.data.metrics.get(FINAL_VAL_LOSS, math.nan))]
+    return min(finished, key=lambda r: r.data.metrics[FINAL_VAL_LOSS], default=None)
 
 
 def finish_parent_run(sweep_dir: Path) -> None:
@@ -117,8 +116,8 @@ def finish_parent_run(sweep_dir: Path) -> None:
         if best is not None:
             client.set_tag(parent.run_id, "best_run_id", best.info.run_id)
             client.set_tag(parent.run_id, "best_run_name", best.info.run_name)
-            client.log_metric(parent.run_id, "best/val_loss", best.data.metrics[FINAL_METRIC])
-        for path in [sweep_dir / SWEEPER_RESULTS, *sorted(sweep_dir.glob("*.png"))]:
+            client.log_metric(parent.run_id, BEST_VAL_LOSS, best.data.metrics[FINAL_VAL_LOSS])
+        for path in [sweep_dir / OPTUNA_RESULTS_FILE, *sorted(sweep_dir.glob("*.png"))]:
             if path.exists():
                 client.log_artifact(parent.run_id, str(path))
         with_retries(lambda: client.set_terminated(parent.run_id, "FINISHED"))

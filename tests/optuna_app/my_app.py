@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 
 import hydra
-import optuna
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from llm_sweep.sweeping.pruning import OptunaPruningReporter
+from llm_sweep.training.stop import StopRequest
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
@@ -29,14 +29,15 @@ def main(cfg: DictConfig) -> float:
 
 
 def pruned(loss: float, steps: int) -> bool:
-    """Report a val/loss that approaches `loss` at each step; True if the trial was pruned."""
-    reporter = OptunaPruningReporter.from_env()
+    """Report a val/loss that approaches `loss` at each step, stopping as the training loop
+    does when the pruner asks; True if the trial was pruned."""
+    stop = StopRequest()
+    reporter = OptunaPruningReporter.from_env(stop)
     assert reporter is not None, "steps > 0 needs an Optuna sweep with a storage"
-    try:
-        for step in range(steps):
-            reporter.log_metrics({"val/loss": loss + 1 / (step + 1)}, step)
-    except optuna.TrialPruned:
-        return True
+    for step in range(steps):
+        reporter.log_metrics({"val/loss": loss + 1 / (step + 1)}, step)
+        if stop.requested:
+            return True
     return False
 
 

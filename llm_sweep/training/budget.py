@@ -20,6 +20,16 @@ class Spent:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def add_step(self, tokens: int, seconds: float, compiling: bool) -> None:
+        """Count one optimizer step; the time of a step that compiled goes to compile_s."""
+        self.step += 1
+        self.tokens += tokens
+        if compiling:
+            self.compile_s += seconds
+            self.compile_steps += 1
+        else:
+            self.train_s += seconds
+
 
 class Budget:
     """Progress in [0, 1] is the largest fraction spent of any budget that is set."""

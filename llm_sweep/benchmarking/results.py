@@ -1,4 +1,4 @@
-"""bench.json (exact values; `python -m llm_sweep.plan --bench` reads it) and bench.md."""
+"""bench.json (exact values; `python -m llm_sweep.plan --bench` reads it back) and bench.md."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,9 @@ import torch
 
 from llm_sweep.benchmarking.metrics import BenchRecord
 from llm_sweep.config import RunConfig
+from llm_sweep.errors import DataError
 from llm_sweep.hardware import device_name
-from llm_sweep.models import build_model
+from llm_sweep.models.size import flops_per_token, param_count
 from llm_sweep.reporting.tables import markdown_table, si
 
 COLUMNS = ("mode", "tokens/s", "step ms", "fwd+bwd ms", "optim ms", "data ms", "MFU",
@@ -32,19 +33,17 @@ class BenchResult:
 
 def run_summary(run: RunConfig, device: torch.device, load_avg: tuple[float, float]) -> dict[str, Any]:
     """The top level of bench.json: where, with what, and what was benchmarked."""
-    with torch.device("meta"):  # counts without allocating
-        model = build_model(run.model)
     return {
         "device": device_name(device),
         "torch": torch.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "load_avg_1m": list(load_avg),  # before and after: the machine may be shared
         "memory": "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS of the process",
-        "model": {**asdict(run.model), "params": model.num_params(),
-                  "non_embedding_params": model.num_params(non_embedding=True)},
+        "model": {**asdict(run.model), "params": param_count(run.model),
+                  "non_embedding_params": param_count(run.model, non_embedding=True)},
         "batch": {**asdict(run.batch), "tokens_per_step": run.batch.tokens_per_step},
         "optim": asdict(run.optim),
-        "flops_per_token": model.flops_per_token(run.batch.seq_len),
+        "flops_per_token": flops_per_token(run.model, run.batch.seq_len),
         "warmup_steps": run.bench.warmup_steps,
         "steps": run.bench.steps,
     }
@@ -57,7 +56,7 @@ def _memory(n_bytes: int) -> str:
 def _row(record: BenchRecord) -> list[str]:
     return [record.mode, f"{record.tokens_per_s:,.0f}", f"{record.step_ms:,.1f}",
             f"{record.fwd_bwd_ms:,.1f}", f"{record.optim_ms:,.1f}", f"{record.data_ms:,.2f}",
-            f"{100 * record.mfu:.1f}%", _memory(record.peak_mem_bytes), f"{record.compile_s:.1f}"]
+            "-" if record.mfu is None else f"{100 * record.mfu:.1f}%", _memory(record.peak_mem_bytes), f"{record.compile_s:.1f}"]
 
 
 def format_report(result: BenchResult) -> str:
@@ -83,3 +82,32 @@ def write_results(result: BenchResult, out_dir: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     md_path.write_text(format_report(result))
     return json_path, md_path
+
+
+@dataclass(frozen=True)
+class BenchThroughput:
+    """What a plan takes from a bench: the fastest mode's MFU and the peak it implies."""
+
+    mode: str
+    mfu: float
+    peak_flops: float  # implied: tokens/s x FLOPs per token / MFU
+
+
+def read_bench(path: Path) -> BenchThroughput:
+    """The fastest mode (most tokens/s) of a bench.json: a list of records, or an object with
+    `records`; each record has mode, tokens_per_s, mfu and flops_per_token (or the object
+    has flops_per_token)."""
+    try:
+        data: Any = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"--bench {path}: {exc}") from exc
+    records = data if isinstance(data, list) else data.get("records", [])
+    shared = {} if isinstance(data, list) else data
+    usable = [r for r in records if r.get("tokens_per_s") and r.get("mfu")
+              and (r.get("flops_per_token") or shared.get("flops_per_token"))]
+    if not usable:
+        raise DataError(f"--bench {path}: no record with tokens_per_s, mfu and flops_per_token")
+    best = max(usable, key=lambda r: r["tokens_per_s"])
+    flops_per_token = best.get("flops_per_token") or shared["flops_per_token"]
+    return BenchThroughput(str(best.get("mode", "?")), float(best["mfu"]),
+                           best["tokens_per_s"] * flops_per_token / best["mfu"])

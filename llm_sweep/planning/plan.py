@@ -5,20 +5,20 @@ A throughput source maps presets to tokens/s: one rate for all, an MFU on a know
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-import torch
 from omegaconf import OmegaConf
 
 from llm_sweep.config import CONF_DIR
-from llm_sweep.errors import ConfigError, DataError
-from llm_sweep.models import ModelConfig, build_model
-from llm_sweep.reporting import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
+from llm_sweep.errors import ConfigError
+from llm_sweep.models.config import ModelConfig
+from llm_sweep.models.size import flops_per_token, param_count
+from llm_sweep.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
 from llm_sweep.reporting.tables import markdown_table, ratio, si
+from llm_sweep.training.metrics import tokens_per_s_at_mfu
 
 MODEL_PRESETS = CONF_DIR / "model"
 
@@ -71,41 +71,12 @@ def load_presets(names: Optional[Sequence[str]] = None, folder: Path = MODEL_PRE
 
 
 def preset_cost(config: ModelConfig, seq_len: int) -> PresetCost:
-    with torch.device("meta"):  # sizes without allocating or initializing anything
-        model = build_model(config)
-    return PresetCost(config.name, config, model.num_params(), model.num_params(non_embedding=True),
-                      model.flops_per_token(seq_len))
+    return PresetCost(config.name, config, param_count(config), param_count(config, non_embedding=True),
+                      flops_per_token(config, seq_len))
 
 
 def mfu_throughput(costs: Sequence[PresetCost], mfu: float, peak_flops: float) -> dict[str, float]:
-    return {cost.name: mfu * peak_flops / cost.flops_per_token for cost in costs}
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    mode: str
-    mfu: float
-    peak_flops: float  # implied: tokens/s x FLOPs per token / MFU
-
-
-def read_bench(path: Path) -> BenchResult:
-    """The best mode (most tokens/s) of a bench.json: a list of records, or an object with
-    `records`; each record has mode, tokens_per_s, mfu and flops_per_token (or the
-    object has flops_per_token)."""
-    try:
-        data: Any = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"--bench {path}: {exc}") from exc
-    records = data if isinstance(data, list) else data.get("records", [])
-    shared = {} if isinstance(data, list) else data
-    usable = [r for r in records if r.get("tokens_per_s") and r.get("mfu")
-              and (r.get("flops_per_token") or shared.get("flops_per_token"))]
-    if not usable:
-        raise DataError(f"--bench {path}: no record with tokens_per_s, mfu and flops_per_token")
-    best = max(usable, key=lambda r: r["tokens_per_s"])
-    flops_per_token = best.get("flops_per_token") or shared["flops_per_token"]
-    return BenchResult(str(best.get("mode", "?")), float(best["mfu"]),
-                       best["tokens_per_s"] * flops_per_token / best["mfu"])
+    return {cost.name: tokens_per_s_at_mfu(mfu, cost.flops_per_token, peak_flops) for cost in costs}
 
 
 def plan_rows(costs: Sequence[PresetCost], tokens_per_s: dict[str, float], budget_s: float,

@@ -1,49 +1,31 @@
-"""Tokens/s of a model on this machine, from a few real training steps on random tokens.
+"""Tokens/s of each model preset on this machine, from a few real training steps.
 
-The steps are the training loop's own (forward_backward, optimizer_step) with AdamW,
-eager (no torch.compile: its warm-up would cost more than the probe), so the rate is
-a lower bound for a compiled run.
+The bench's own runner measures them (random tokens, AdamW, the training loop's step
+functions), eager (no torch.compile: its warm-up would cost more than the probe), so the
+rate is a lower bound for a compiled run.
 """
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 
-from llm_sweep.hardware import autocast_for
-from llm_sweep.models import ModelConfig, build_model
-from llm_sweep.optim import build_optimizer
-from llm_sweep.optim.config import OptimConfig
-from llm_sweep.train import forward_backward, optimizer_step
+from llm_sweep.benchmarking.modes import BenchMode
+from llm_sweep.benchmarking.runner import measure_mode, synthetic_shard
+from llm_sweep.config import BatchConfig, BenchConfig, RunConfig
+from llm_sweep.models.config import ModelConfig
 
 WARMUP_STEPS = 1  # allocator growth, kernel selection, optimizer state creation
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def probe_tokens_per_s(config: ModelConfig, device: torch.device, dtype: str, batch_size: int,
                        seq_len: int, steps: int, seed: int = 0) -> float:
     """Training tokens per second over `steps` timed optimizer steps of one micro-batch."""
-    torch.manual_seed(seed)
-    model = build_model(config).to(device)
-    optim = OptimConfig()
-    optimizer, hook = build_optimizer(model, optim, batch_size * seq_len, device.type)
-    autocast = autocast_for(device, dtype)
-    tokens = torch.randint(config.vocab_size, (batch_size, seq_len + 1), device=device)
-    batches = [(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())]
-    model.train()
-    for step in range(WARMUP_STEPS + steps):
-        if step == WARMUP_STEPS:
-            _sync(device)
-            start = time.perf_counter()
-        forward_backward(model, batches, autocast)
-        optimizer_step(model, optimizer, hook, optim.grad_clip)
-    _sync(device)
-    return steps * batch_size * seq_len / (time.perf_counter() - start)
+    run = RunConfig(model=config, batch=BatchConfig(batch_size, 1, seq_len),
+                    bench=BenchConfig(warmup_steps=WARMUP_STEPS, steps=steps), seed=seed)
+    with synthetic_shard(config.vocab_size, seed) as shard:
+        record = measure_mode(BenchMode(compile=False, dtype=dtype), run, device, shard, peak=None)
+    return record.tokens_per_s
 
 
 def probe_presets(configs: list[ModelConfig], device: torch.device, dtype: str, batch_size: int,

@@ -1,0 +1,65 @@
+"""The Optuna sweeper's config schema (`hydra.sweeper.*`), registered in Hydra's ConfigStore.
+
+Kept apart from the Sweeper classes, as Hydra's own plugins do, so the front module, the
+implementation and the results writer all import it without importing each other.
+No `from __future__ import annotations` here: Hydra executes the plugin modules before
+they are in sys.modules, where dataclasses cannot resolve string annotations.
+"""
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from llm_sweep.rules import rule
+from llm_sweep.sweeping.pruning import PRUNERS
+
+SAMPLERS = ("tpe", "cmaes", "random", "grid", "qmc")
+DIRECTIONS = ("minimize", "maximize")
+
+
+def _pruner_has_storage(conf: "OptunaSweeperConf", p: str) -> Optional[str]:
+    if conf.pruner not in (None, "none") and conf.storage is None:
+        return (f"{p}pruner={conf.pruner!r} needs a storage ({p}storage is null): "
+                "jobs report intermediate values through it")
+    return None
+
+
+def _cmaes_installed(conf: "OptunaSweeperConf", p: str) -> Optional[str]:
+    # Optuna imports cmaes only at the first sample, deep into a sweep.
+    if conf.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        return f"{p}sampler=cmaes needs the cmaes package: pip install cmaes"
+    return None
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.llm_sweep_optuna.optuna_sweeper.OptunaSweeper"
+    sampler: str = field(default="tpe", metadata=rule(choices=SAMPLERS))
+    seed: Optional[int] = field(default=None, metadata=rule(ge=0, lt=2**32))  # sampler seed; None: random
+    direction: str = field(default="minimize", metadata=rule(choices=DIRECTIONS))
+    study_name: Optional[str] = None  # None: the Hydra job name
+    # Any RDB URL (relative SQLite paths resolve against the launch directory); None: in memory.
+    # The same storage and study name continue an earlier study.
+    storage: Optional[str] = "sqlite:///optuna.db"
+    # Finished trials wanted in the study, counting earlier sweeps' trials.
+    n_trials: int = field(default=20, metadata=rule(ge=1))
+    # Trials per batch, launched together through the configured launcher.
+    n_jobs: int = field(default=2, metadata=rule(ge=1))
+    # Largest fraction of this sweep's finished trials that may fail before the sweep stops
+    # with an error; a failed trial is recorded FAIL with its error either way.
+    max_failure_rate: float = field(default=0.5, metadata=rule(ge=0, le=1))
+    # Jobs report val/loss to it.
+    pruner: Optional[str] = field(default=None, metadata=rule(choices=PRUNERS))
+    # median: no pruning before this step (an optimizer step).
+    pruner_warmup_steps: int = field(default=0, metadata=rule(ge=0))
+    # The search space, in Hydra's override grammar, e.g. {optim.lr: "tag(log,interval(1e-4,1e-2))"};
+    # sweep overrides on the command line are added to it, plain ones are fixed for every trial.
+    params: Dict[str, str] = field(default_factory=dict)
+
+    cross_field_rules = (_pruner_has_storage, _cmaes_installed)  # not a field: no annotation
+
+
+def register() -> None:
+    ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf,
+                                 provider="llm_sweep")

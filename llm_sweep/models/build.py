@@ -1,0 +1,37 @@
+"""Building a model from its config."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from llm_sweep.errors import ConfigError
+from llm_sweep.models.config import ModelConfig
+from llm_sweep.models.gpt2 import GPT2
+from llm_sweep.models.layers import CausalLM
+from llm_sweep.models.llama import Llama
+from llm_sweep.rules import check
+
+_MODELS: dict[str, type[CausalLM]] = {"gpt2": GPT2, "llama": Llama}
+
+
+def model_config(cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
+    """A ModelConfig from itself or from a mapping (dict, DictConfig) of its fields."""
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(str(key) for key in cfg if key not in fields)
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]} is not a model setting; known: {', '.join(sorted(fields))}")
+    return ModelConfig(**{key: cfg[key] for key in cfg})
+
+
+def build_model(cfg: ModelConfig | Mapping[str, Any]) -> CausalLM:
+    """The model described by cfg, initialized (parameters on the default device).
+
+    A public entry point that may be called without `load_config`, so it checks the
+    model keys against the same rules (llm_sweep.models.config).
+    """
+    config = model_config(cfg)
+    check(config, "model.")
+    return _MODELS[config.arch](config)

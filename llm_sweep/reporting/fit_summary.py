@@ -1,0 +1,159 @@
+"""The scaling-law fit's files: fit.json, isoflop.png, frontier.png, and summary.md's
+section (the compute-optimal tokens per parameter with its interval, where the data
+constrain it, and what they leave open)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+from llm_sweep.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
+from llm_sweep.reporting.fit import (SEED_NON_EMBEDDING_PARAMS, SEED_TOKENS, collect, fit_scaling,
+                                     points_from_runs)
+from llm_sweep.reporting.fit_plots import plot_frontier, plot_isoflop
+from llm_sweep.reporting.runs import RunRow
+from llm_sweep.reporting.tables import ratio, si
+
+FAR = 10.0  # beyond this factor outside the fitted budgets, an optimum is not quoted
+TOTAL = {"seed": SEED_TOKENS_PER_PARAM, "Chinchilla": CHINCHILLA_TOKENS_PER_PARAM}
+NON_EMBEDDING = {"seed": SEED_TOKENS / SEED_NON_EMBEDDING_PARAMS}
+
+
+def _number(value: float) -> str:
+    return ratio(value) if abs(value) < 1e6 else f"{value:.3g}"
+
+
+def _ci(ci: list) -> str:
+    return "no interval" if None in ci else f"95% CI {_number(ci[0])} to {_number(ci[1])}"
+
+
+def _narrow(value: Optional[float], ci: list) -> bool:
+    return value is not None and None not in ci and ci[1] - ci[0] < abs(value)
+
+
+def _optimum(at: dict, references: dict[str, float], unsure: str = "") -> str:
+    """Tokens per parameter at one compute, against the references, or why it is not quoted
+    (`unsure`: which constant it rests on is not constrained)."""
+    if unsure:
+        return f"not quoted: {unsure} not constrained"
+    if at["outside_range_factor"] > FAR:
+        return f"not quoted: {at['outside_range_factor']:.0f}x outside the fitted budgets"
+    if not _narrow(at["tokens_per_param"], at["tokens_per_param_ci"]):
+        return f"not constrained ({_ci(at['tokens_per_param_ci'])})"
+    lo, hi = at["tokens_per_param_ci"]
+    inside = [f"{name} ~{value:.0f} {'inside' if lo <= value <= hi else 'outside'}"
+              for name, value in references.items()]
+    return (f"{ratio(at['tokens_per_param'])} ({_ci(at['tokens_per_param_ci'])}; N {si(at['N_opt'])}, "
+            f"D {si(at['D_opt'])}; {', '.join(inside)})")
+
+
+def _where(at: dict) -> str:
+    place = f"{at['label']}, C = {at['C']:.3g} FLOPs"
+    if at["extrapolation"]:
+        place += f" (extrapolation, {at['outside_range_factor']:.1f}x outside the budgets)"
+    return place
+
+
+def _unsure(fit: dict) -> tuple[str, str]:
+    """Why each approach's optimum is not to be quoted: an unconstrained exponent."""
+    two, three = fit["approach2"], fit["approach3"]
+    return (" and ".join(key for key in ("a", "b") if not two[f"{key}_constrained"]),
+            " and ".join(key for key in ("alpha", "beta") if not three["constrained"][key]))
+
+
+def _optima_table(fit: dict) -> list[str]:
+    two, three = fit["approach2"]["at_compute"], fit["approach3"]["at_compute"]
+    unsure2, unsure3 = _unsure(fit)
+    lines = ["| compute | Approach 2 (iso-FLOP minima) | Approach 3 (fitted L(N, D)) |", "| --- | --- | --- |"]
+    for i, at in enumerate(three):
+        lines.append(f"| {_where(at)} | {_optimum(two[i], TOTAL, unsure2) if two else 'no frontier fit'} | "
+                     f"{_optimum(at, TOTAL, unsure3)} |")
+    return lines
+
+
+def _budget_table(budgets: list[dict]) -> list[str]:
+    lines = ["| C (FLOPs) | runs | N_opt | D_opt | tokens/param | min loss | minimum |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for b in budgets:
+        cells = ["-"] * 4 if b["N_opt"] is None else [
+            si(b["N_opt"]), si(b["D_opt"]), ratio(b["tokens_per_param"]),
+            "-" if b["loss_min"] is None else f"{b['loss_min']:.4f}"]
+        located = "located" if b["constrained"] else f"not located: {b['reason']}"
+        lines.append("| " + " | ".join([f"{b['C']:.3g}", str(b["runs"]), *cells, located]) + " |")
+    return lines
+
+
+def _exponents(two: dict) -> str:
+    if two["a"] is None:
+        return (f"Only {two['fitted_budgets']} budget(s) locate a minimum: no frontier fit "
+                "(N_opt ∝ C^a needs two or more).")
+    parts = []
+    for key, what in (("a", "N_opt ∝ C^a"), ("b", "D_opt ∝ C^b")):
+        value, ci = two[key], two[f"{key}_ci"]
+        parts.append(f"{what}: {key} = {value:.3f} ({_ci(ci)})" if two[f"{key}_constrained"]
+                     else f"{what}: {key} not constrained ({_ci(ci)})")
+    failed = f"; {two['bootstrap_failed']:.0%} of the bootstrap refits failed" if two["bootstrap_failed"] else ""
+    return "; ".join(parts) + f", from {two['fitted_budgets']} located minima{failed}."
+
+
+def _constants(three: dict) -> str:
+    parts = []
+    for name in ("E", "A", "B", "alpha", "beta", "a"):
+        value, ci = three[name], three[f"{name}_ci"]
+        text = f"{value:.4g} ({_ci(ci)})" if three["constrained"][name] else f"not constrained ({_ci(ci)})"
+        parts.append(f"{name} {text}")
+    return "; ".join(parts) + "."
+
+
+def fit_section(fit: dict) -> str:
+    """Markdown for summary.md; every number with its interval or the reason it is withheld."""
+    inputs, noise = fit["inputs"], fit["noise"]
+    grouping = (f"{inputs['budgets_from_compute']} of them formed by rounding spent compute to the "
+                "nearest quarter decade (no budget.flops)" if inputs["budgets_from_compute"] else
+                "each a budget.flops value")
+    skipped = "; ".join(f"{n} {why}" for why, n in inputs["skipped"].items())
+    noise_text = (f"Seed-to-seed noise: pooled sd {noise['pooled_sd']:.4f}, widest spread "
+                  f"{noise['max_spread']:.4f} over {noise['repeated_configs']} repeated config(s)."
+                  if noise["repeated_configs"] else
+                  "No config was run with several seeds: the intervals rest on the scatter between "
+                  "sizes alone.")
+    non_emb = fit["non_embedding"]
+    lines = [
+        "## Scaling laws (Chinchilla Approaches 2 and 3)", "",
+        f"{fit['n_runs']} finished runs, {inputs['configs']} configs in {inputs['budgets']} compute budgets "
+        f"({grouping}), C from {inputs['C_range'][0]:.3g} to {inputs['C_range'][1]:.3g} FLOPs"
+        + (f"; left out: {skipped}" if skipped else "")
+        + (f"; {inputs['configs_not_best']} config(s) not the best at their size and budget"
+           if inputs["configs_not_best"] else "") + ".",
+        noise_text, "",
+        f"Compute-optimal tokens per parameter (N = all parameters; {inputs['bootstrap_resamples']} "
+        "bootstrap resamples):", "", *_optima_table(fit), "",
+        "### Approach 2: minima of the iso-FLOP curves (isoflop.png, frontier.png)", "",
+        *_budget_table(fit["approach2"]["budgets"]), "", _exponents(fit["approach2"]), "",
+        "### Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "", _constants(fit["approach3"]), "",
+        "### With N = non-embedding parameters", "",
+        "- Approach 2: " + _exponents(non_emb["approach2"]),
+        "- Approach 3: " + _constants(non_emb["approach3"]),
+        *(f"- tokens per non-embedding parameter (Approach 3), {_where(at)}: "
+          f"{_optimum(at, NON_EMBEDDING, _unsure(non_emb)[1])}" for at in non_emb["approach3"]["at_compute"]),
+        f"(The seed's run saw {NON_EMBEDDING['seed']:.1f} tokens per non-embedding parameter; "
+        "Chinchilla's ~20 counts all parameters, so it is not compared here.)",
+        "", "Compute is flops_per_token x tokens (6 N plus attention, as MFU counts it). These are "
+            "iso-FLOP views: how well each shape learns from a given compute, not how fast it runs.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_fit(rows: Sequence[RunRow], out_dir: Path, summary: Path) -> tuple[Path, ...]:
+    """Fit the finished runs, write fit.json and the figures, append the section to
+    `summary`; a DataError names what is missing when the runs are too few."""
+    written = out_dir / "fit.json", out_dir / "isoflop.png", out_dir / "frontier.png"
+    for path in written:  # no stale fit from an earlier report if this one fails
+        path.unlink(missing_ok=True)
+    points, skipped = points_from_runs(rows)
+    fit = fit_scaling(points, skipped=skipped)
+    (out_dir / "fit.json").write_text(json.dumps(fit, indent=2, allow_nan=False) + "\n")
+    plot_isoflop(collect(points), fit, out_dir / "isoflop.png")
+    plot_frontier(fit, out_dir / "frontier.png")
+    summary.write_text(summary.read_text() + "\n" + fit_section(fit))
+    return written

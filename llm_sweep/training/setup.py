@@ -1,0 +1,144 @@
+"""What a training run is made of, built once from the typed config: device and numerics,
+data, model (compiled or not), optimizer, progress counters; resumed from a checkpoint
+when the run directory holds one."""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from llm_sweep.config import RunConfig
+from llm_sweep.data import BatchSampler, Splits, StepPrefetcher, prepare_dataset
+from llm_sweep.errors import ConfigError
+from llm_sweep.hardware import (autocast_for, compile_enabled, configure_backends, device_name,
+                                peak_flops, resolve_device, resolve_dtype)
+from llm_sweep.models import CausalLM, build_model
+from llm_sweep.models.size import flops_per_token, param_count
+from llm_sweep.optim import OptimizerHook, build_optimizer, lr_at, set_lr
+from llm_sweep.training.budget import Budget, Spent
+from llm_sweep.training.checkpoint import (latest_valid_checkpoint, load_checkpoint, model_state,
+                                          rng_state, save_checkpoint, set_rng_state)
+from llm_sweep.training.sinks import RunInfo
+from llm_sweep.training.steps import Autocast, Batch
+
+
+@dataclass
+class TrainingParts:
+    run: RunConfig
+    device: torch.device
+    dtype: str  # bf16 | fp32
+    autocast: Autocast
+    splits: Splits
+    model: CausalLM  # the module itself: checkpoints and the optimizer see it
+    step_model: nn.Module  # what the steps call: the compiled model or the module
+    compiled: bool
+    optimizer: torch.optim.Optimizer
+    hook: OptimizerHook
+    batches: StepPrefetcher  # the next step's micro-batches are sampled while this one computes
+    peak_flops: Optional[float]  # None: unknown device, MFU left blank
+    budget: Budget
+    spent: Spent
+    resumed: bool
+    saved_step: Optional[int] = None  # the step of the newest checkpoint this process wrote
+
+    @property
+    def params(self) -> int:
+        return param_count(self.run.model)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.run.batch.tokens_per_step
+
+    @property
+    def flops_per_token(self) -> int:
+        return flops_per_token(self.run.model, self.run.batch.seq_len)
+
+    def step_batches(self, step: int) -> list[Batch]:
+        return self.batches.batches(step)
+
+    def set_lr(self, progress: float) -> float:
+        lr = lr_at(progress, self.run.schedule, self.run.optim.lr)
+        set_lr(self.optimizer, lr)
+        return lr
+
+    def save(self, run_dir: Path, final: bool = False) -> Path:
+        self.saved_step = self.spent.step
+        return save_checkpoint(run_dir, self.spent.step, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "spent": self.spent.to_dict(), "rng": rng_state(), "config": asdict(self.run),
+            "final": final,
+        })
+
+    def info(self) -> RunInfo:
+        return RunInfo(
+            device=device_name(self.device), dtype=self.dtype, compiled=self.compiled,
+            params=self.params,
+            non_embedding_params=param_count(self.run.model, non_embedding=True),
+            flops_per_token=self.flops_per_token, tokens_per_step=self.tokens_per_step,
+            peak_flops=self.peak_flops, resumed_at_step=self.spent.step if self.resumed else None)
+
+    def describe(self) -> str:
+        """The line printed when training starts."""
+        info, batch = self.info(), self.run.batch
+        return (f"model {self.run.model.name} ({self.run.model.arch}): {info.params:,} params | "
+                f"{info.tokens_per_step:,} tokens/step ({batch.micro_batch_size} x "
+                f"{batch.grad_accum} x {batch.seq_len}) | {info.device} {info.dtype}"
+                + (" compiled" if info.compiled else "")
+                + (f" | resumed at step {info.resumed_at_step}" if self.resumed else ""))
+
+
+def build_parts(run: RunConfig, run_dir: Path) -> TrainingParts:
+    """Every part of the run, on its device, resumed when run.resume says so."""
+    device = resolve_device(run.device)
+    configure_backends(device)
+    torch.manual_seed(run.seed)
+    random.seed(run.seed)
+    dtype = resolve_dtype(device, run.dtype)
+    splits = prepare_dataset(run.data)
+    model = build_model(run.model).to(device)
+    model.loss_chunks = run.loss_chunks
+    optimizer, hook = build_optimizer(model, run.optim, run.batch.tokens_per_step, device.type)
+    spent = _resume(run, Path(run_dir), model, optimizer)
+    compiled = compile_enabled(device, run.compile)
+    if compiled:
+        # A fresh compile cache: graphs of an earlier run in this process (a notebook, a
+        # test session) would count toward dynamo's recompile limit, a hard error below.
+        torch.compiler.reset()
+    # fullgraph: a graph break (on any device) fails loudly instead of running part eagerly.
+    step_model = torch.compile(model, mode=run.compile_mode, fullgraph=True) if compiled else model
+    sampler = BatchSampler(splits.train, run.batch.micro_batch_size, run.batch.seq_len,
+                           seed=run.seed, device=device)
+    batches = StepPrefetcher(sampler, run.batch.grad_accum)
+    return TrainingParts(
+        run=run, device=device, dtype=dtype, autocast=autocast_for(device, dtype), splits=splits,
+        model=model, step_model=step_model, compiled=compiled, optimizer=optimizer, hook=hook,
+        batches=batches, peak_flops=peak_flops(device, dtype, run.peak_flops),
+        budget=Budget(run.budget), spent=spent or Spent(), resumed=spent is not None)
+
+
+def _checkpoint_to_resume(run: RunConfig, run_dir: Path) -> Optional[dict[str, Any]]:
+    if run.resume == "never":
+        return None
+    if run.resume == "auto":
+        found = latest_valid_checkpoint(run_dir)
+        return found[1] if found else None
+    return load_checkpoint(Path(run.resume))
+
+
+def _resume(run: RunConfig, run_dir: Path, model: nn.Module,
+            optimizer: torch.optim.Optimizer) -> Optional[Spent]:
+    """Load the checkpoint run.resume points at into the model and optimizer; its counters."""
+    checkpoint = _checkpoint_to_resume(run, run_dir)
+    if checkpoint is None:
+        return None
+    if checkpoint["config"]["model"] != asdict(run.model):
+        raise ConfigError(f"resume: the checkpoint in {run_dir} was trained with a different "
+                          "model config; use resume=never or a new run directory")
+    model.load_state_dict(model_state(checkpoint))
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    set_rng_state(checkpoint["rng"])
+    return Spent(**checkpoint["spent"])

@@ -1,0 +1,322 @@
+"""Every key's allowed values: a bad one is one line naming the key, exit code 2, before any compute.
+
+The rules live on the schema fields (llm_sweep.rules). The fast tests check that every key
+has one and that the cross-field rules and messages read right; the slow ones type a bad
+value for every ruled key into the real command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import time
+import typing
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import run_app
+from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
+from llm_sweep.config import (CONF_DIR, SWEEPS_DIR, BatchConfig, BudgetConfig, RunConfig, load_config,
+                              register_configs)
+from llm_sweep.data.config import TOKENIZER_VOCAB_SIZE, DataConfig
+from llm_sweep.errors import ConfigError
+from llm_sweep.models.config import ModelConfig
+from llm_sweep.optim.config import ScheduleConfig
+from llm_sweep.rules import Rule, check, rule_of
+
+register_configs()
+
+SWEEPER = "hydra.sweeper."
+# Keys whose values are names, paths, URIs or a search space: anything the user types is fine
+# here, and what they point to is checked where it is opened.
+FREE_FORM = {
+    "model.name", "data.source", "data.paths", "data.cache_dir",
+    "tracking.uri", "tracking.experiment", "tracking.run_name",
+    "hydra.sweeper._target_", "hydra.sweeper.study_name", "hydra.sweeper.storage",
+    "hydra.sweeper.params",  # parsed by the override grammar when the sweep starts
+}
+
+
+def schema_fields(schema: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """(key, field, type) of every leaf field of `schema`, nested schemas walked."""
+    hints = typing.get_type_hints(schema)
+    for schema_field in dataclasses.fields(schema):
+        hint = hints[schema_field.name]
+        if dataclasses.is_dataclass(hint):
+            yield from schema_fields(hint, f"{prefix}{schema_field.name}.")
+        else:
+            yield prefix + schema_field.name, schema_field, hint
+
+
+ALL_FIELDS = [*schema_fields(RunConfig), *schema_fields(OptunaSweeperConf, SWEEPER)]
+RULED_KEYS = {key for key, schema_field, _ in ALL_FIELDS if rule_of(schema_field)}
+
+
+@pytest.mark.parametrize("key, schema_field, hint", ALL_FIELDS, ids=[key for key, _, _ in ALL_FIELDS])
+def test_every_key_has_a_rule_or_is_free_form(key, schema_field, hint):
+    boolean = hint in (bool, typing.Optional[bool])  # its type is its rule; OmegaConf checks it
+    assert bool(rule_of(schema_field)) + boolean + (key in FREE_FORM) == 1, (
+        f"{key} needs a rule: field(default=..., metadata=rule(...)), or a place in FREE_FORM")
+
+
+def test_every_ruled_key_has_a_bad_value_on_the_command_line():
+    assert RULED_KEYS <= {key for _, key in CLI_CASES}, RULED_KEYS - {key for _, key in CLI_CASES}
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("found, value, message", [
+    (Rule(ge=0, lt=1), 1.5, "model.dropout=1.5 is not allowed: must be >= 0 and < 1"),
+    (Rule(ge=0, lt=1), math.nan, "model.dropout=nan is not allowed: must be a finite number >= 0 and < 1"),
+    (Rule(gt=0), math.inf, "model.dropout=inf is not allowed: must be a finite number > 0"),
+    (Rule(choices=("a", "b")), "c", "model.dropout='c' is not one of a, b"),
+    (Rule(test=lambda v: v == "ok", expect="ok"), "no", "model.dropout='no' is not allowed: must be ok"),
+    (Rule(choices=("a", "b"), min_items=1), ["a", "c"], "model.dropout[1]='c' is not one of a, b"),
+    (Rule(choices=("a", "b"), min_items=1), [],
+     "model.dropout=[] is not allowed: must hold at least 1 item(s)"),
+])
+def test_a_rule_names_the_key_the_value_and_what_is_allowed(found, value, message):
+    assert found.problem("model.dropout", value) == message
+
+
+@pytest.mark.parametrize("found, value", [(Rule(ge=0, lt=1), 0.0), (Rule(gt=0), None),
+                                          (Rule(choices=("a",), min_items=1), ["a", "a"])])
+def test_a_rule_lets_allowed_values_and_null_through(found, value):
+    assert found.problem("key", value) is None
+
+
+def test_the_walker_names_nested_keys_by_their_path():
+    run = RunConfig(model=ModelConfig(dropout=1.5), budget=BudgetConfig(steps=1),
+                    batch=BatchConfig(seq_len=64))
+    with pytest.raises(ConfigError, match=r"^model\.dropout=1\.5 is not allowed: must be >= 0 and < 1$"):
+        check(run)
+    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.n_jobs=0 is not allowed: must be >= 1$"):
+        check(OptunaSweeperConf(n_jobs=0), SWEEPER)
+
+
+# --- cross-field rules -------------------------------------------------------------------------
+
+def run_with(**sections: Any) -> RunConfig:
+    """A valid small run with some sections replaced."""
+    base = dict(model=ModelConfig(n_embd=128, max_seq_len=256), budget=BudgetConfig(steps=10),
+                batch=BatchConfig(seq_len=128))
+    return RunConfig(**{**base, **sections})
+
+
+@pytest.mark.parametrize("config, prefix, message", [
+    (ModelConfig(n_embd=128, n_head=3), "model.", "model.n_embd=128 is not divisible by model.n_head=3"),
+    (ModelConfig(n_embd=96, head_dim=64), "model.",
+     "model.n_embd=96 is not a multiple of model.head_dim=64 "
+     "(with model.n_head=null, heads = n_embd / head_dim)"),
+    (ModelConfig(n_embd=32, head_dim=64), "model.", "model.n_embd=32 is not a multiple of model.head_dim=64"),
+    (ModelConfig(n_embd=120, n_head=2), "model.",
+     "model.n_embd=120 / model.n_head=2 is a head size of 60, not allowed: must be a multiple of 8"),
+    (ModelConfig(n_embd=48, head_dim=12), "model.",
+     "model.head_dim=12 is a head size of 12, not allowed: must be a multiple of 8"),
+    (ScheduleConfig(name="wsd", warmup_frac=0.5, decay_frac=0.6), "schedule.",
+     "schedule.decay_frac=0.6 is not allowed: must be in [0, 1 - schedule.warmup_frac=0.5]"),
+    (BudgetConfig(), "budget.", "budget: set at least one of budget.time, budget.steps, budget.tokens"),
+    (DataConfig(name="text"), "data.", "data.name=text needs data.paths=[file.txt,folder/,...]"),
+    (DataConfig(name="slimpajama"), "data.", "data.name=slimpajama needs data.source"),
+    (run_with(batch=BatchConfig(seq_len=512)), "", "batch.seq_len=512 exceeds model.max_seq_len=256"),
+    (run_with(model=ModelConfig(n_embd=128, vocab_size=50000)), "",
+     "model.vocab_size=50000 is not allowed: must be >= 50257, the tokenizer's vocabulary"),
+    (run_with(resume="/no/such/ckpt.pt"), "",
+     "resume='/no/such/ckpt.pt' is not allowed: must be auto, never or an existing checkpoint path"),
+    (run_with(budget=BudgetConfig(time="0")), "",
+     "budget.time='0' is not allowed: must be a duration > 0, e.g. 3h, 90m, 45s or a number of seconds"),
+    (OptunaSweeperConf(pruner="median", storage=None), SWEEPER,
+     "hydra.sweeper.pruner='median' needs a storage (hydra.sweeper.storage is null)"),
+])
+def test_cross_field_rules_name_the_keys(config, prefix, message):
+    with pytest.raises(ConfigError) as info:
+        check(config, prefix)
+    assert str(info.value).startswith(message)
+
+
+def test_cmaes_sampler_needs_its_package(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.sampler=cmaes needs the cmaes package"):
+        check(OptunaSweeperConf(sampler="cmaes"), SWEEPER)
+
+
+def test_the_rules_allow_a_valid_run_and_a_wsd_decay_that_ends_the_warmup():
+    check(run_with(schedule=ScheduleConfig(name="wsd", warmup_frac=0.2, decay_frac=0.8)))
+    check(OptunaSweeperConf(), SWEEPER)
+
+
+def test_the_vocab_size_constant_is_the_tokenizers():
+    from llm_sweep.data.tokenizer import gpt2_encoding
+
+    assert gpt2_encoding().n_vocab == TOKENIZER_VOCAB_SIZE
+
+
+def test_build_model_from_a_dict_checks_the_same_rules():
+    from llm_sweep.models import build_model
+
+    with pytest.raises(ConfigError, match=r"^model\.n_embd=128 is not divisible by model\.n_head=3$"):
+        build_model({"n_embd": 128, "n_head": 3})
+    with pytest.raises(ConfigError, match=r"^model\.dropout=1\.5 is not allowed"):
+        build_model({"dropout": 1.5})
+
+
+# --- the shipped presets and sweeps pass their own rules ---------------------------------------
+
+def compose_run(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+PRESETS = [f"{group.name}={path.stem}" for group in sorted(CONF_DIR.iterdir()) if group.is_dir()
+           and group.name != "hydra" for path in sorted(group.glob("*.yaml"))]
+
+
+# What a preset needs from the rest of the command line (the default model is tiny, 256 long).
+PRESET_NEEDS = {"data=text": ["data.paths=[notes.txt]"], "batch=a100": ["model=noam"]}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_passes_the_rules(preset):
+    load_config(compose_run(preset, *PRESET_NEEDS.get(preset, [])))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
+def test_every_named_sweep_passes_the_rules(name):
+    params = compose_run(f"+sweep={name}", hydra=True).hydra.sweeper.params
+    # The first value of each listed sweep parameter (intervals are left to the sampler).
+    first = [f"{key}={value.split(',')[0]}" for key, value in params.items() if "(" not in value]
+    cfg = compose_run(f"+sweep={name}", *first, hydra=True)
+    load_config(cfg)
+    if cfg.hydra.sweeper._target_ == OptunaSweeperConf._target_:
+        check(OmegaConf.to_object(cfg.hydra.sweeper), SWEEPER)
+
+
+# --- the real command line ---------------------------------------------------------------------
+
+MULTIRUN = "--multirun hydra/sweeper=optuna "
+# (what the user types, the key its one-line error must name); one or more per ruled key.
+CLI_CASES = [
+    ("seed=-1", "seed"),
+    ("device=tpu", "device"),
+    ("dtype=fp16", "dtype"),
+    ("compile_mode=fastest", "compile_mode"),
+    ("compile=maybe", "compile"),
+    ("resume=/no/such/ckpt.pt", "resume"),
+    ("peak_flops=0", "peak_flops"),
+    ("loss_chunks=-1", "loss_chunks"),
+    ("model.arch=mamba", "model.arch"),
+    ("model.n_layer=0", "model.n_layer"),
+    ("model.n_head=0", "model.n_head"),
+    ("model.n_head=3", "model.n_head"),  # 128 is not divisible by 3
+    ("model.n_embd=4", "model.n_embd"),
+    ("model.n_embd=96", "model.n_embd"),  # not a multiple of head_dim=64
+    ("model.n_embd=120 model.n_head=2", "model.n_head"),  # head size 60
+    ("model.head_dim=4", "model.head_dim"),
+    ("model.vocab_size=0", "model.vocab_size"),
+    ("model.vocab_size=50000", "model.vocab_size"),  # below the tokenizer's 50257
+    ("model.max_seq_len=0", "model.max_seq_len"),
+    ("model.dropout=1.5", "model.dropout"),
+    ("model.multiple_of=0", "model.multiple_of"),
+    ("model.rmsnorm_eps=0", "model.rmsnorm_eps"),
+    ("optim.name=lion", "optim.name"),
+    ("optim.lr=0", "optim.lr"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay"),
+    ("optim.beta1=1.2", "optim.beta1"),
+    ("optim.beta2=1", "optim.beta2"),
+    ("optim.eps=0", "optim.eps"),
+    ("optim.grad_clip=-1", "optim.grad_clip"),
+    ("optim.rho=-0.1", "optim.rho"),
+    ("optim.hessian_interval=0", "optim.hessian_interval"),
+    ("schedule.name=linear", "schedule.name"),
+    ("schedule.warmup_frac=1", "schedule.warmup_frac"),
+    ("schedule.min_lr=-1e-4", "schedule.min_lr"),
+    ("schedule.min_lr_ratio=2", "schedule.min_lr_ratio"),
+    ("schedule.decay_frac=1.5", "schedule.decay_frac"),
+    ("schedule=wsd schedule.warmup_frac=0.5 schedule.decay_frac=0.6", "schedule.decay_frac"),
+    ("schedule.div_factor=0.5", "schedule.div_factor"),
+    ("schedule.final_div_factor=0", "schedule.final_div_factor"),
+    ("batch.micro_batch_size=0", "batch.micro_batch_size"),
+    ("batch.grad_accum=0", "batch.grad_accum"),
+    ("batch.seq_len=0", "batch.seq_len"),
+    ("batch.seq_len=1024", "batch.seq_len"),  # beyond model.max_seq_len=256
+    ("budget.time=soon", "budget.time"),
+    ("budget.time=null", "budget.time"),  # no budget left
+    ("budget.steps=0", "budget.steps"),
+    ("budget.tokens=-1", "budget.tokens"),
+    ("eval.interval=-1", "eval.interval"),
+    ("eval.batches=0", "eval.batches"),
+    ("eval.final_batches=0", "eval.final_batches"),
+    ("checkpoint.interval=-1", "checkpoint.interval"),
+    ("tracking.backend=wandb", "tracking.backend"),
+    ("tracking.log_interval=0", "tracking.log_interval"),
+    ("bench.modes=[eager-fp32,eager-fp16]", "bench.modes"),
+    ("bench.modes=[]", "bench.modes"),
+    ("bench.warmup_steps=-1", "bench.warmup_steps"),
+    ("bench.steps=0", "bench.steps"),
+    ("data.name=wikitext", "data.name"),
+    ("data=text", "data.paths"),
+    ("data.val_fraction=2", "data.val_fraction"),
+    ("data.val_fraction=0", "data.val_fraction"),
+    ("data.split_seed=-1", "data.split_seed"),
+    ("data.num_proc=0", "data.num_proc"),
+    (MULTIRUN + "hydra.sweeper.sampler=foo", "hydra.sweeper.sampler"),
+    (MULTIRUN + "hydra.sweeper.seed=-1", "hydra.sweeper.seed"),
+    (MULTIRUN + "hydra.sweeper.direction=up", "hydra.sweeper.direction"),
+    (MULTIRUN + "hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials"),
+    (MULTIRUN + "hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs"),
+    (MULTIRUN + "hydra.sweeper.max_failure_rate=2", "hydra.sweeper.max_failure_rate"),
+    (MULTIRUN + "hydra.sweeper.pruner=bar", "hydra.sweeper.pruner"),
+    (MULTIRUN + "hydra.sweeper.pruner=median hydra.sweeper.storage=null", "hydra.sweeper.storage"),
+    (MULTIRUN + "hydra.sweeper.pruner_warmup_steps=-1", "hydra.sweeper.pruner_warmup_steps"),
+]
+# Wrong types fail in Hydra's composition, which names the key in its own (exit code 1) message.
+TYPE_CASES = [
+    ("model.n_layer=abc", "model.n_layer"),
+    ("optim.lr=fast", "optim.lr"),
+    (MULTIRUN + "hydra.sweeper.n_trials=abc", "hydra.sweeper.n_trials"),
+]
+CALL_LIMIT_S = 30
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory) -> dict[str, tuple[Any, float]]:
+    """Every case run once, two at a time: {typed: (completed process, seconds)}."""
+    root = tmp_path_factory.mktemp("bad_values")
+
+    def run(index_and_typed: tuple[int, str]) -> tuple[Any, float]:
+        index, typed = index_and_typed
+        cwd = Path(root, str(index))
+        cwd.mkdir()
+        start = time.monotonic()
+        result = run_app([*typed.split(), "tracking=none", "hydra.run.dir=run", "hydra.sweep.dir=sweep"],
+                         cwd=cwd, timeout=120)
+        return result, time.monotonic() - start
+
+    typed = [case for case, _ in CLI_CASES + TYPE_CASES]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(typed, pool.map(run, enumerate(typed))))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("typed, key", CLI_CASES, ids=[typed for typed, _ in CLI_CASES])
+def test_a_bad_value_is_one_line_naming_the_key_with_exit_code_2(cli_runs, typed, key):
+    result, seconds = cli_runs[typed]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and key in last, last
+    assert seconds < CALL_LIMIT_S
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("typed, key", TYPE_CASES, ids=[typed for typed, _ in TYPE_CASES])
+def test_a_wrongly_typed_value_fails_in_composition_naming_the_key(cli_runs, typed, key):
+    result, seconds = cli_runs[typed]
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and f"full_key: {key}" in result.stderr
+    assert seconds < CALL_LIMIT_S
