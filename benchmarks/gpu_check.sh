@@ -5,6 +5,7 @@
 #                 GPU, or stop naming what is missing (its 60 s allow a cold torch import)
 #   bench_wide3   model=wide3 batch=a100, compile-bf16: tokens/s and MFU of the training step
 #   bench_eager   the same step eager (eager-bf16)
+#   bench_ddp     the same eager step DDP-wrapped: torchrun --nproc_per_node=1 (the NCCL path)
 #   train         experiment=lauzhack_final on the bundled Shakespeare: 30 compiled bf16
 #                 steps, one small evaluation at the end (checkpoint in local scratch)
 #   bench_chunks  compile-bf16 with loss_chunks=0 (plain cross-entropy on the logits), then
@@ -170,14 +171,16 @@ step setup 60 bash -c setup || { echo "setup failed: nothing measured" | tee -a 
 bench=("$PY" -m llm_sweep.bench "${BENCH[@]}" tracking=none)
 step bench_wide3 150 "${bench[@]}" "bench.modes=[$FAST]" hydra.run.dir="$RUNS/bench_wide3"
 step bench_eager 35 "${bench[@]}" "bench.modes=[$REF]" hydra.run.dir="$RUNS/bench_eager"
-step train 125 "$PY" -m llm_sweep "${TRAIN[@]}" data=shakespeare tracking=none budget.time=null \
+step bench_ddp 40 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m llm_sweep.bench \
+  "${BENCH[@]}" tracking=none "bench.modes=[$REF]" hydra.run.dir="$RUNS/bench_ddp"
+step train 110 "$PY" -m llm_sweep "${TRAIN[@]}" data=shakespeare tracking=none budget.time=null \
   eval.interval=0 eval.final_batches=2 checkpoint.interval=0 hydra.run.dir="$RUNS/train"
-step bench_chunks 95 "$PY" -m llm_sweep.bench --multirun "${BENCH[@]}" tracking=none \
+step bench_chunks 90 "$PY" -m llm_sweep.bench --multirun "${BENCH[@]}" tracking=none \
   loss_chunks=0,25 "bench.modes=[$FAST]" hydra.sweep.dir="$RUNS/bench_chunks"
-step cuda_tests 50 "$PY" -m pytest -q -rA -p no:cacheprovider --continue-on-collection-errors \
+step cuda_tests 40 "$PY" -m pytest -q -rA -p no:cacheprovider --continue-on-collection-errors \
   -k cuda tests/test_bench.py tests/test_models.py tests/test_optim.py tests/test_data.py \
   tests/test_hardware.py
-step bench_sophia 25 "${bench[@]}" optim=sophiag "${SOPHIA[@]}" "bench.modes=[$REF]" \
+step bench_sophia 15 "${bench[@]}" optim=sophiag "${SOPHIA[@]}" "bench.modes=[$REF]" \
   hydra.run.dir="$RUNS/bench_sophia"
 
 echo "results in $OUT (run directories in $RUNS); failed=$failed" | tee -a "$LOG"

@@ -1,7 +1,14 @@
-"""`python -m llm_sweep`: compose the Hydra config, train, return the final validation loss."""
+"""`python -m llm_sweep` (and the `llm-sweep` script): compose the Hydra config, train, return
+the final validation loss. Under torchrun every process runs this app; the processes other
+than rank 0 keep no Hydra output of their own and train in rank 0's run directory."""
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from typing import Iterator, Optional
 
 import hydra
 from omegaconf import DictConfig
@@ -10,11 +17,34 @@ from llm_sweep.config import CONF_DIR, register_configs
 from llm_sweep.job import run_job
 
 register_configs()
+# Hydra writes these for the run; only rank 0 does (its run directory is everyone's).
+QUIET_RANK = ("hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled")
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> Optional[float]:
+def hydra_app(cfg: DictConfig) -> Optional[float]:
     return run_job(cfg)
+
+
+@contextlib.contextmanager
+def quiet_unless_rank_zero() -> Iterator[None]:
+    """Started as a rank other than 0 (torchrun, or RANK/WORLD_SIZE set by hand): Hydra runs in
+    a scratch folder, removed at the end (the job trains in the run directory that rank 0
+    broadcasts)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        yield
+        return
+    scratch = tempfile.mkdtemp(prefix=f"llm_sweep-rank{os.environ['RANK']}-")
+    sys.argv += [f"hydra.run.dir={scratch}", *QUIET_RANK]  # later overrides win
+    try:
+        yield
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main() -> None:
+    with quiet_unless_rank_zero():
+        hydra_app()
 
 
 if __name__ == "__main__":

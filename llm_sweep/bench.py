@@ -11,6 +11,7 @@ run's output directory. No dataset and no tracking.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import hydra
@@ -29,6 +30,8 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     result = run_bench(load_config(cfg))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
+        return
     print(format_report(result), end="", flush=True)
     json_path, md_path = write_results(result, out_dir)
     print(f"wrote {json_path} and {md_path}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from llm_sweep.data.config import DataConfig
 from llm_sweep.errors import ConfigError
-from llm_sweep.models.config import ModelConfig
+from llm_sweep.models.config import ModelConfig, with_vocab_size
 from llm_sweep.optim.config import OptimConfig, ScheduleConfig
 from llm_sweep.rules import check, rule
 
@@ -60,8 +60,8 @@ def _is_positive_duration(value: str) -> bool:
 
 
 def _budget_set(b: "BudgetConfig", p: str) -> Optional[str]:
-    if b.time is None and b.steps is None and b.tokens is None:
-        return f"budget: set at least one of {p}time, {p}steps, {p}tokens"
+    if b.time is None and b.steps is None and b.tokens is None and b.flops is None:
+        return f"budget: set at least one of {p}time, {p}steps, {p}tokens, {p}flops"
     return None
 
 
@@ -71,6 +71,8 @@ class BudgetConfig:
         test=_is_positive_duration, expect="a duration > 0, e.g. 3h, 90m, 45s or a number of seconds"))
     steps: Optional[int] = field(default=None, metadata=rule(ge=1))
     tokens: Optional[int] = field(default=None, metadata=rule(ge=1))
+    # Training FLOPs: flops_per_token(model, seq_len) x tokens, as MFU counts them (e.g. 2e12)
+    flops: Optional[float] = field(default=None, metadata=rule(gt=0))
     count_compile: bool = False  # include compile warm-up in the time budget
     count_eval: bool = False  # include evaluation in the time budget
 
@@ -103,6 +105,9 @@ class TrackingConfig:
     run_name: Optional[str] = None  # None: derived from the overrides
     log_interval: int = field(default=10, metadata=rule(ge=1))  # optimizer steps between train metric logs
     log_checkpoint: bool = False
+    # MLflow's system metrics (CPU, memory, disk, network; GPU utilization and memory of the
+    # job's own GPUs with nvidia-ml-py), sampled on rank 0 every 10 s.
+    system_metrics: bool = True
 
 
 @dataclass
@@ -116,6 +121,30 @@ class BenchConfig:
 @dataclass
 class SweepConfig:
     fail_fast: bool = False
+    # Print the sweep's jobs, the compute and expected time of each, and launch nothing.
+    dry_run: bool = False
+    # Refuse, before anything launches, a sweep expected to need more GPU-hours than this.
+    max_gpu_hours: Optional[float] = field(default=None, metadata=rule(gt=0))
+    # The throughput both assume: a bench.json of `python -m llm_sweep.bench` (its fastest
+    # mode's MFU and peak); None: plan's default MFU on `peak_flops` (None: an A100's).
+    bench: Optional[str] = field(default=None, metadata=rule(
+        test=lambda path: Path(path).is_file(), expect="an existing bench.json file"))
+
+
+@dataclass
+class DistributedConfig:
+    """One run over several processes (torchrun, or a submitit job of several tasks)."""
+
+    # How long a collective waits for a rank before the others give up with an error: a
+    # rank that died ends the run within this, instead of at the job's time limit.
+    timeout: str = field(default="10m", metadata=rule(
+        test=_is_positive_duration, expect="a duration > 0, e.g. 10m, 90s or a number of seconds"))
+    # local_parallel on a multi-GPU machine: the GPUs each concurrently running trial gets.
+    gpus_per_trial: int = field(default=1, metadata=rule(ge=1))
+
+    @property
+    def timeout_s(self) -> float:
+        return parse_duration(self.timeout)
 
 
 def _seq_len_fits(run: "RunConfig", p: str) -> Optional[str]:
@@ -125,7 +154,7 @@ def _seq_len_fits(run: "RunConfig", p: str) -> Optional[str]:
 
 
 def _vocab_holds_tokens(run: "RunConfig", p: str) -> Optional[str]:
-    if run.model.vocab_size < run.data.vocab_size:
+    if run.model.vocab_size is not None and run.model.vocab_size < run.data.vocab_size:
         return (f"{p}model.vocab_size={run.model.vocab_size} is not allowed: must be >= "
                 f"{run.data.vocab_size}, the tokenizer's vocabulary")
     return None
@@ -147,6 +176,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = field(default=1337, metadata=SEED)
     device: str = field(default="auto", metadata=rule(choices=DEVICES))
@@ -167,7 +197,15 @@ class RunConfig:
     cross_field_rules = (_seq_len_fits, _vocab_holds_tokens)  # not a field: no annotation
 
 
+def gpu_count() -> int:
+    """GPUs this machine shows (`${gpu_count:}` in launcher presets; 0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def register_configs() -> None:
+    OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     # Model presets are `_global_` (they bring their batch/budget/data), typed by run_schema.
@@ -195,13 +233,14 @@ def parse_duration(value: Any) -> float:
 
 
 def load_config(cfg: DictConfig | RunConfig) -> RunConfig:
-    """The typed, validated run configuration from a composed Hydra config."""
+    """The typed, validated run configuration from a composed Hydra config; an unset
+    model.vocab_size becomes data.tokenizer's (padded), so everything below sees an int."""
     if isinstance(cfg, DictConfig):
         run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), _run_keys(cfg)))
     else:
         run = cfg
     validate(run)
-    return run
+    return replace(run, model=with_vocab_size(run.model, run.data.vocab_size))
 
 
 def _run_keys(cfg: DictConfig) -> DictConfig:

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import gc
 import json
 import os
 import re
+import resource
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -128,6 +132,28 @@ def peak_flops(device: torch.device, dtype: str, override: float | None = None,
     return cpu_peak_flops(dtype, remeasure)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a mode's peak from what is live now, not from what earlier modes held."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: hand freed heap pages back (glibc keeps them), then reset ru_maxrss to now
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak since the process started stands
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """The process's peak memory: CUDA's allocated bytes on a GPU, the peak RSS on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else 1024 * peak  # bytes on macOS, KiB on Linux
+
+
 def _probe_cache() -> Path:
     root = Path(os.environ.get("LLM_SWEEP_CACHE", Path.home() / ".cache" / "llm_sweep"))
     return root / "cpu_peak_flops.json"
@@ -157,9 +183,10 @@ def measure_matmul_flops(dtype: torch.dtype, max_size: int = 2048, seconds: floa
     `max_size`: where a dtype is emulated (bf16 without AMX runs at well under 1 GFLOP/s on
     some CPUs) one 2048^2 product alone would take a minute.
     """
-    size = 256
+    size, generator = 256, torch.Generator().manual_seed(0)  # never the global RNG a run seeds
     while True:
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a = torch.randn(size, size, generator=generator).to(dtype)
+        b = torch.randn(size, size, generator=generator).to(dtype)
         t0 = time.perf_counter()
         a @ b  # warm-up, and the time one product takes
         one = time.perf_counter() - t0

@@ -5,7 +5,8 @@ pruned or killed. Sweeps read it to build their results table and to skip jobs t
 already finished with the same config. Whatever a sweep's job raises, the job is recorded
 failed (status file, MLflow run with an `error` tag) and returns NaN, so the sweep goes
 on; `sweep.fail_fast=true` stops it instead. A single run with a user error prints one
-line and exits 2.
+line and exits 2. In a run of several processes (torchrun, a submitit job of several
+tasks) every process trains and rank 0 alone records.
 """
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from llm_sweep.cli import exit_with_error
-from llm_sweep.config import load_config
+from llm_sweep.config import RunConfig, load_config
 from llm_sweep.errors import ConfigError, LlmSweepError
 from llm_sweep.run_record import (STATUS_FAILED, STATUS_FINISHED, STATUS_KILLED, STATUS_PRUNED,
                                   STATUS_RUNNING, config_hash, read_status, write_status)
@@ -38,11 +39,16 @@ class RunDirTaken(ConfigError):
 
 @dataclass
 class JobRecord:
-    """What the failure path needs to know of how far a job got."""
+    """How far a job got, and where it records itself (rank 0 of a multi-process run only)."""
 
     run_dir: Path
+    main: bool = True
     digest: Optional[str] = None
     tracker: Optional[Tracker] = None
+
+    def status(self, status: str, **fields: Any) -> None:
+        if self.main:
+            write_status(self.run_dir, status, config_hash=self.digest, **fields)
 
 
 def run_job(cfg: DictConfig) -> Optional[float]:
@@ -59,27 +65,44 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     except Exception as exc:  # any error: recorded, then reported per run mode
         fail_fast = OmegaConf.select(cfg, "sweep.fail_fast", default=False) is True
         return _failed(cfg, record, exc, multirun and not fail_fast)
+    finally:
+        if "llm_sweep.training.distributed" in sys.modules:  # imported once training started
+            sys.modules["llm_sweep.training.distributed"].leave_world()
 
 
 def _train_job(cfg: DictConfig, record: JobRecord, job: JobContext) -> float:
-    run = load_config(cfg)
-    record.digest = digest = config_hash(run)
-    previous = read_status(record.run_dir)
-    if previous and previous["status"] == STATUS_FINISHED and previous.get("config_hash") == digest:
-        print(f"already finished in {record.run_dir} (val/loss {previous['val_loss']:.4f}); skipping")
+    run = load_config(cfg)  # a bad value fails here, before torch is imported
+    from llm_sweep.sweeping.gpu_slots import claim_gpus_for_trial
+    from llm_sweep.training.distributed import broadcast_from_main, join_world
+
+    record.digest = config_hash(run)
+    claim_gpus_for_trial(run.distributed.gpus_per_trial)  # before anything touches CUDA
+    world = join_world(run.distributed.timeout_s)
+    record.main = world.is_main
+    record.run_dir = Path(broadcast_from_main(str(record.run_dir), world))  # one run directory
+    # Rank 0 reads the status file before anyone writes it: every process decides alike.
+    previous = broadcast_from_main(read_status(record.run_dir) if world.is_main else None, world)
+    if previous and previous["status"] == STATUS_FINISHED and previous.get("config_hash") == record.digest:
+        if world.is_main:
+            print(f"already finished in {record.run_dir} (val/loss {previous['val_loss']:.4f}); skipping")
         return previous["val_loss"]
-    if previous and previous.get("config_hash") not in (None, digest):
+    if previous and previous.get("config_hash") not in (None, record.digest):
         raise RunDirTaken(f"{record.run_dir} holds a run with a different config "
-                          f"({previous['config_hash']}, now {digest}); choose a new "
+                          f"({previous['config_hash']}, now {record.digest}); choose a new "
                           "hydra.run.dir / hydra.sweep.dir")
-    write_status(record.run_dir, STATUS_RUNNING, config_hash=digest)
+    record.status(STATUS_RUNNING)
+    return _train_tracked(run, record, job)
+
+
+def _train_tracked(run: RunConfig, record: JobRecord, job: JobContext) -> float:
     from llm_sweep.sweeping.preemption import preemption_guard
-    from llm_sweep.tracking import start_tracking
+    from llm_sweep.tracking import NullTracker, start_tracking
     from llm_sweep.training import train
 
-    record.tracker = tracker = start_tracking(run, job, record.run_dir, digest)
+    record.tracker = tracker = (start_tracking(run, job, record.run_dir, record.digest)
+                                if record.main else NullTracker())
     stop = StopRequest()
-    sinks = [*tracker.sinks(), *pruning_sinks(stop)]
+    sinks = [*tracker.sinks(), *pruning_sinks(stop)] if record.main else []
     try:
         with preemption_guard(stop) as guard:
             try:
@@ -95,8 +118,8 @@ def _train_job(cfg: DictConfig, record: JobRecord, job: JobContext) -> float:
         _stopped(record, STATUS_PRUNED, str(exc))
         return math.nan
     tracker.finish("FINISHED", summary=summary)
-    write_status(record.run_dir, STATUS_FINISHED, config_hash=digest, val_loss=summary["val_loss"],
-                 val_ppl=summary["val_ppl"], val_acc=summary["val_acc"])
+    record.status(STATUS_FINISHED, val_loss=summary["val_loss"], val_ppl=summary["val_ppl"],
+                  val_acc=summary["val_acc"])
     return summary["val_loss"]
 
 
@@ -112,7 +135,7 @@ def _stopped(record: JobRecord, status: str, reason: str) -> None:
     """A run that ended early on request: KILLED in MLflow, `status` in the status file."""
     if record.tracker is not None:
         record.tracker.finish("KILLED", error=reason)
-    write_status(record.run_dir, status, config_hash=record.digest, error=reason)
+    record.status(status, error=reason)
 
 
 def one_line(exc: BaseException, with_type: bool = False) -> str:
@@ -127,19 +150,26 @@ def one_line(exc: BaseException, with_type: bool = False) -> str:
 
 def _failed(cfg: DictConfig, record: JobRecord, exc: Exception, keep_going: bool) -> float:
     """Record a failure everywhere the job is seen. In a sweep, return NaN so the other jobs go
-    on; a single run exits 2 with one line for a user error and re-raises a bug."""
+    on; a single run exits 2 with one line for a user error, 1 with one line when another
+    process of the run died, and re-raises a bug."""
+    distributed = sys.modules.get("llm_sweep.training.distributed")
+    lost = distributed.as_peer_lost(exc) if distributed is not None else None
+    exc = lost or exc
     message = one_line(exc)
     if not isinstance(exc, RunDirTaken):
-        write_status(record.run_dir, STATUS_FAILED, config_hash=record.digest, error=message)
+        record.status(STATUS_FAILED, error=message)
     if record.tracker is not None:
         record.tracker.finish("FAILED", error=one_line(exc, with_type=True))
-    elif keep_going:
+    elif keep_going and record.main:
         _track_failed_job(cfg, record, one_line(exc, with_type=True))
     if keep_going:
         print(f"error: {message}", file=sys.stderr)
         if not isinstance(exc, LlmSweepError):
             traceback.print_exception(exc)
         return math.nan
+    if lost is not None:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(1)
     if isinstance(exc, LlmSweepError):
         exit_with_error(exc)
     raise exc

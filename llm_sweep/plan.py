@@ -5,10 +5,17 @@
     python -m llm_sweep.plan --budget 3h --mfu 0.40 --peak-flops 989e12    # an H100
     python -m llm_sweep.plan --budget 3h --bench bench.json                # a measured MFU
     python -m llm_sweep.plan --budget 10m --probe --presets tiny --device cpu
+    python -m llm_sweep.plan --fit fit.json --flops 1.1e18                 # from a scaling-law fit
+    python -m llm_sweep.plan --fit fit.json --budget 3h --mfu 0.36         # its compute: MFU x peak x time
 
 --bench takes the mode with the most tokens/s and the peak it implies
 (tokens/s x FLOPs per token / MFU); each preset then gets that MFU on that peak.
 Marks the presets nearest 20 tokens/param (Chinchilla) and the seed run's 6.
+
+--fit (a fit.json of `python -m llm_sweep.report --fit`) answers "for my compute, which
+shape and how many tokens?": the compute-optimal N and D, a shape near N with its expected
+loss, and the presets against it. The compute is --flops, or the time budget at the
+throughput's FLOP/s.
 """
 from __future__ import annotations
 
@@ -19,13 +26,12 @@ from typing import Optional
 from llm_sweep.benchmarking.results import read_bench
 from llm_sweep.cli import user_errors
 from llm_sweep.config import parse_duration
+from llm_sweep.data.config import TOKENIZER_VOCAB_SIZES, TOKENIZERS
+from llm_sweep.errors import DataError
 from llm_sweep.hardware import resolve_device
-from llm_sweep.models.config import ModelConfig
-from llm_sweep.planning.plan import (PresetCost, format_plan, load_presets, mfu_throughput, plan_rows,
-                                     preset_cost)
-
-DEFAULT_MFU = 0.36  # the seed run: wide3 at ~100k tokens/s on one A100
-DEFAULT_PEAK_FLOPS = 312e12  # A100 dense bf16
+from llm_sweep.models.config import ModelConfig, with_vocab_size
+from llm_sweep.planning.plan import (DEFAULT_MFU, DEFAULT_PEAK_FLOPS, PresetCost, format_plan, load_presets,
+                                     mfu_throughput, plan_rows, preset_cost)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -48,7 +54,16 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     probe.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
     probe.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
     parser.add_argument("--out", type=Path, metavar="FILE.md", help="also write the table here")
+    fit = parser.add_argument_group("--fit")
+    fit.add_argument("--fit", type=Path, metavar="FIT.json",
+                     help="a scaling-law fit (report --fit): the compute-optimal size, tokens and shape")
+    fit.add_argument("--flops", type=float, help="the compute budget in FLOPs (instead of --budget "
+                                                 "and a throughput)")
+    fit.add_argument("--tokenizer", choices=TOKENIZERS, default="gpt2",
+                     help="the suggested shape's vocabulary: the fitted runs' tokenizer (default gpt2)")
     args = parser.parse_args(argv)
+    if args.flops is not None and (args.fit is None or not args.flops > 0):
+        parser.error("--flops takes a compute > 0 and goes with --fit")
     if args.peak_flops is not None and (args.tokens_per_s or args.bench or args.probe):
         parser.error("--peak-flops goes with --mfu (or the default MFU), not another throughput source")
     return args
@@ -80,16 +95,44 @@ def throughput(args: argparse.Namespace, costs: list[PresetCost],
     return mfu_throughput(costs, mfu, peak), f"MFU {mfu:.2f} of {peak / 1e12:.0f} TFLOP/s{default}", {}
 
 
+def fit_table(args: argparse.Namespace, costs: list[PresetCost], presets: list[ModelConfig]) -> str:
+    """plan --fit: the compute-optimal model for the compute of --flops or of the time budget."""
+    from llm_sweep.planning.fit_plan import (compute_at_tokens_per_s, format_fit_plan, plan_from_fit,
+                                             read_fit)  # scipy, only when asked for
+
+    law = read_fit(args.fit)
+    if args.flops is not None:
+        compute, source = args.flops, "--flops"
+    elif args.tokens_per_s is not None:
+        budget_s = parse_duration(args.budget)
+        compute = compute_at_tokens_per_s(law, args.tokens_per_s, budget_s)
+        source = f"{args.budget} at {args.tokens_per_s:,.0f} tokens/s on the compute-optimal model"
+    else:
+        rates, rate_source, _ = throughput(args, costs, presets)
+        flops_per_s = sorted(rates[cost.name] * cost.flops_per_token for cost in costs if cost.name in rates)
+        if not flops_per_s:
+            raise DataError("no preset could be measured: no throughput for the compute")
+        compute = flops_per_s[len(flops_per_s) // 2] * parse_duration(args.budget)
+        source = f"{args.budget} at {flops_per_s[len(flops_per_s) // 2]:.3g} FLOP/s: {rate_source}"
+    base = with_vocab_size(ModelConfig(), TOKENIZER_VOCAB_SIZES[args.tokenizer])
+    plan = plan_from_fit(law, compute, base, args.seq_len)
+    header = f"Plan from {args.fit} for C = {compute:.3g} FLOPs ({source}), seq_len {args.seq_len}."
+    return format_fit_plan(plan, presets, args.seq_len, header)
+
+
 @user_errors
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     budget_s = parse_duration(args.budget)
     presets = load_presets(args.presets.split(",") if args.presets else None)
     costs = [preset_cost(config, args.seq_len) for config in presets]
-    rates, source, notes = throughput(args, costs, presets)
-    header = (f"Plan for {args.budget} ({budget_s:,.0f} s) at seq_len {args.seq_len}. "
-              f"Throughput: {source}.")
-    table = format_plan(plan_rows(costs, rates, budget_s, args.seq_len, notes), header)
+    if args.fit is not None:
+        table = fit_table(args, costs, presets)
+    else:
+        rates, source, notes = throughput(args, costs, presets)
+        header = (f"Plan for {args.budget} ({budget_s:,.0f} s) at seq_len {args.seq_len}. "
+                  f"Throughput: {source}.")
+        table = format_plan(plan_rows(costs, rates, budget_s, args.seq_len, notes), header)
     print(table, end="")
     if args.out:
         args.out.write_text(table)

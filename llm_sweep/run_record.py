@@ -51,6 +51,7 @@ LR = "lr"
 TOKENS_PER_S = "perf/tokens_per_s"
 MFU = "perf/mfu"
 STEP_MS = "perf/step_ms"
+PEAK_MEM_GB = "perf/peak_mem_gb"  # the largest of any process: CUDA allocated, else peak RSS
 TOKENS = "progress/tokens"
 TOKENS_PER_PARAM = "progress/tokens_per_param"
 ELAPSED_S = "progress/elapsed_s"
@@ -60,6 +61,7 @@ FINAL_VAL_PPL = "final/val_ppl"
 FINAL_VAL_ACC = "final/val_acc"
 FINAL_TOKENS = "final/tokens"
 FINAL_TOKENS_PER_PARAM = "final/tokens_per_param"
+FINAL_FLOPS = "final/flops"  # training FLOPs spent: flops_per_token x tokens, as MFU counts them
 BEST_VAL_LOSS = "best/val_loss"  # on a sweep's parent run
 
 # --- param names beyond the flattened config ------------------------------------------------
@@ -67,6 +69,7 @@ PARAMS = "model.params"
 NON_EMBEDDING_PARAMS = "model.non_embedding_params"
 FLOPS_PER_TOKEN = "flops_per_token"
 TOKENS_PER_STEP = "tokens_per_step"
+WORLD_SIZE = "world_size"  # processes of a data-parallel run
 
 
 def config_hash(config: Any) -> str:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from conftest import run_app
 from llm_sweep.benchmarking import MODES, BenchMode, BenchRecord, PhaseTimes, compile_overhead_s, parse_modes
 from llm_sweep.training.metrics import mfu, tokens_per_s
-from llm_sweep.benchmarking.runner import peak_memory_bytes, reset_peak_memory
+from llm_sweep.hardware import peak_memory_bytes, reset_peak_memory
 from llm_sweep.models import ModelConfig, build_model
 from llm_sweep.models import layers
 from llm_sweep.models.layers import linear_cross_entropy, loss_chunk_rows

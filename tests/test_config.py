@@ -84,3 +84,25 @@ def test_head_size_not_multiple_of_64_warns():
                                            ("1.5h", 5400), ("120", 120), (30, 30)])
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("overrides, vocab", [
+    ((), 50304),  # GPT-2's 50257 ids, padded to a multiple of 64
+    (("data.tokenizer=bytes",), 320),  # 256 bytes + end-of-text, padded
+    (("data.tokenizer=bytes", "model.vocab_size=257"), 257),  # as set
+    (("model=wide3",), 50304),
+])
+def test_the_vocabulary_follows_the_tokenizer_unless_set(overrides, vocab):
+    assert compose_run(*overrides).model.vocab_size == vocab
+
+
+def test_a_model_config_without_data_uses_the_default_tokenizers_vocabulary():
+    from llm_sweep.models import build_model
+    from llm_sweep.models.config import ModelConfig
+    from llm_sweep.models.size import param_count
+    from llm_sweep.planning.plan import load_presets
+
+    assert build_model({"n_layer": 1, "n_embd": 64}).config.vocab_size == 50304
+    assert param_count(ModelConfig(n_layer=1, n_embd=64)) == param_count(
+        ModelConfig(n_layer=1, n_embd=64, vocab_size=50304))
+    assert {preset.vocab_size for preset in load_presets()} == {50304}

@@ -218,7 +218,7 @@ class RecordingSampler(BatchSampler):
 def test_prefetched_steps_are_the_samplers_batches_prepared_in_the_background(counting_shard):
     sampler = RecordingSampler(counting_shard, micro_batch_size=4, seq_len=16, seed=3)
     reference = BatchSampler(counting_shard, micro_batch_size=4, seq_len=16, seed=3)
-    with StepPrefetcher(sampler, grad_accum=3) as prefetcher:
+    with StepPrefetcher(sampler, range(3)) as prefetcher:
         for step in range(4):
             expected = [reference.get(step, micro) for micro in range(3)]
             assert same_batches(prefetcher.batches(step), expected)
@@ -230,7 +230,7 @@ def test_prefetched_steps_are_the_samplers_batches_prepared_in_the_background(co
 
 def test_prefetcher_serves_steps_in_any_order(counting_shard):
     sampler = BatchSampler(counting_shard, micro_batch_size=2, seq_len=8, seed=0)
-    with StepPrefetcher(sampler, grad_accum=2) as prefetcher:
+    with StepPrefetcher(sampler, range(2)) as prefetcher:
         for step in (17, 18, 3, 3, 40, 41, 42, 0):  # a resume, a repeat, jumps back and ahead
             expected = [sampler.get(step, micro) for micro in range(2)]
             assert same_batches(prefetcher.batches(step), expected)
@@ -240,7 +240,7 @@ def test_prefetcher_serves_steps_in_any_order(counting_shard):
 def test_prefetched_cuda_batches_equal_the_cpu_ones(counting_shard):
     on_cpu = BatchSampler(counting_shard, micro_batch_size=8, seq_len=64, seed=5)
     on_cuda = BatchSampler(counting_shard, micro_batch_size=8, seq_len=64, seed=5, device="cuda")
-    with StepPrefetcher(on_cuda, grad_accum=2) as prefetcher:
+    with StepPrefetcher(on_cuda, range(2)) as prefetcher:
         for step in (0, 1, 2, 7):
             got = prefetcher.batches(step)
             assert all(x.is_cuda and y.is_cuda for x, y in got)

@@ -263,3 +263,37 @@ def test_seed_run_constants_match_the_model_size_functions():
     wide3 = ModelConfig(name="wide3", arch="llama", n_layer=10, n_head=16, n_embd=1024)
     assert (param_count(wide3), param_count(wide3, non_embedding=True), flops_per_token(wide3, 512)) == (
         SEED_PARAMS, SEED_NON_EMBEDDING_PARAMS, SEED_FLOPS_PER_TOKEN)
+
+
+def test_a_best_learning_rate_at_the_edge_of_its_grid_is_flagged():
+    from llm_sweep.reporting.fit_summary import lr_grid
+    from llm_sweep.reporting.runs import RunRow
+
+    def row(n_embd: int, lr: float, loss: float, seed: int = 1) -> RunRow:
+        return RunRow(f"r{n_embd}-{lr}-{seed}", "r", "e", "FINISHED", "p", "llama", 2, n_embd, 1, 1, 1,
+                      "adamw", lr, "1e+12 FLOPs", seed, val_loss=loss)
+
+    rows = [row(64, 1e-3, 2.0), row(64, 3e-3, 1.9), row(64, 1e-2, 2.1),  # best inside
+            row(128, 1e-3, 2.0), row(128, 3e-3, 2.2), row(128, 3e-3, 1.6, seed=2),  # mean 1.9: best, at the edge
+            row(256, 1e-3, 2.0)]  # one lr: no grid
+    grids = lr_grid(rows)
+    assert [(g["shape"], g["best_lr"], g["at_edge"]) for g in grids] == [("2 x 64", 3e-3, False),
+                                                                          ("2 x 128", 3e-3, True)]
+    section = fit_section({**json.loads(json.dumps(fit_scaling(as_points(synthetic_runs(
+        budgets=BUDGETS[:2], spread=SPREAD[::2])), resamples=5))), "lr_grid": grids})
+    assert "- 1e+12 FLOPs, 2 x 128 (llama, adamw): lr 0.001, 0.003; best 0.003, AT THE EDGE" in section
+    assert "2 x 64 (llama, adamw): lr 0.001, 0.003, 0.01; best 0.003, inside its grid" in section
+
+
+def test_a_rerun_with_the_same_seed_counts_once():
+    from llm_sweep.reporting.fit import points_from_runs
+    from llm_sweep.reporting.runs import RunRow
+
+    def row(seed: int, loss: float) -> RunRow:
+        return RunRow("id", "r", "e", "FINISHED", "p", "llama", 2, 64, 1, 1000, 800, "adamw", 1e-3,
+                      "1e+12 FLOPs", seed, tokens=1e6, val_loss=loss, flops_budget=1e12, flops=1e12,
+                      config_key=(("model.n_embd", "64"),))
+
+    points, skipped = points_from_runs([row(1, 2.0), row(1, 2.0), row(2, 2.1)])
+    assert [p.loss for p in points] == [2.0, 2.1]
+    assert skipped == {"reruns of a config with the same seed": 1}

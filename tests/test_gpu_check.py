@@ -25,7 +25,7 @@ def step_limits() -> dict[str, int]:
 def test_the_steps_fit_one_device_command_most_valuable_first():
     limits = step_limits()
     assert list(limits)[:3] == ["setup", "bench_wide3", "bench_eager"]  # the MFU figure first
-    assert set(limits) >= {"train", "bench_chunks", "cuda_tests", "bench_sophia"}
+    assert set(limits) >= {"bench_ddp", "train", "bench_chunks", "cuda_tests", "bench_sophia"}
     assert sum(limits.values()) <= 540  # the install included: 600 s per command, with margin
 
 
@@ -43,8 +43,9 @@ def test_dry_run_runs_every_step_and_returns_its_files(tmp_path):
 
     records = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [
-        "bench_wide3", "bench_eager", "bench_chunks", "bench_chunks", "bench_sophia"]
-    chunk_settings = [o for r in records[2:4] for o in r["overrides"] if o.startswith("loss_chunks=")]
+        "bench_wide3", "bench_eager", "bench_ddp", "bench_chunks", "bench_chunks", "bench_sophia"]
+    assert [r["result"]["ddp"] for r in records[1:3]] == [False, True]  # plain, then DDP-wrapped
+    chunk_settings = [o for r in records[3:5] for o in r["overrides"] if o.startswith("loss_chunks=")]
     assert chunk_settings == ["loss_chunks=0", "loss_chunks=25"]
     assert all(r["result"]["records"][0]["tokens_per_s"] > 0 for r in records)
     summary = json.loads((out / "train_summary.json").read_text())

@@ -26,8 +26,10 @@ def compose_with_hydra(*overrides: str) -> DictConfig:
     ("slurm_cpu", {"_target_": SLURM, "partition": None, "gpus_per_node": None, "tasks_per_node": 1,
                    "cpus_per_task": 1, "mem_gb": 2, "timeout_min": 30, "signal_delay_s": 30,
                    "max_num_timeout": 3, "array_parallelism": 16}),
-    ("local_parallel", {"_target_": LOCAL, "gpus_per_node": 1, "tasks_per_node": 1,
+    ("local_parallel", {"_target_": LOCAL, "gpus_per_node": 0, "tasks_per_node": 1,  # no GPU here
                         "timeout_min": 240}),
+    ("slurm_node8", {"_target_": SLURM, "nodes": 1, "tasks_per_node": 8, "gpus_per_node": 8,
+                     "timeout_min": 240, "signal_delay_s": 120, "max_num_timeout": 3}),
 ])
 def test_preset_sets_the_launcher(preset: str, expected: dict) -> None:
     launcher = compose_with_hydra(f"hydra/launcher={preset}").hydra.launcher

@@ -192,7 +192,7 @@ def test_reporter_is_none_outside_an_optuna_sweep() -> None:
 def test_reporter_prunes_a_bad_trial_after_warmup(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/study.db"
     study = optuna.create_study(study_name="s", storage=storage)
-    study.set_user_attr(PRUNER_ATTR, {"name": "median", "warmup_steps": 2})
+    study.set_user_attr(PRUNER_ATTR, {"name": "median", "min_resource": 2})
     for _ in range(5):  # MedianPruner compares with at least 5 finished trials
         trial = study.ask()
         for step in range(4):
@@ -290,7 +290,7 @@ def test_median_pruner_prunes_a_clearly_worse_trial(tmp_path: Path) -> None:
     for x in (2, 3, 2, 1, 2, 50):  # five good trials set the median, then a clearly worse one
         study.enqueue_trial({"x": x})
     done = run_sweep(tmp_path, "x=range(0,60)", "steps=6", "hydra.sweeper.pruner=median",
-                     "hydra.sweeper.pruner_warmup_steps=3", "hydra.sweeper.n_trials=6",
+                     "hydra.sweeper.pruner_min_resource=3", "hydra.sweeper.n_trials=6",
                      "hydra.sweeper.n_jobs=1")  # one at a time: trial 5 sees trials 0-4 finished
     assert done.returncode == 0, done.stderr
     study = load_study(tmp_path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -121,3 +122,57 @@ def test_unknown_preset_names_the_known_ones(capsys):
         plan.main(["--presets", "tiny,huge"])
     assert exit_info.value.code == 2
     assert "no preset huge; known: gpt2, large, noam" in capsys.readouterr().err
+
+
+# --- plan --fit: the compute-optimal model from a scaling-law fit ------------------------------
+
+@pytest.fixture(scope="module")
+def chinchilla_fit(tmp_path_factory):
+    """fit.json of synthetic runs that follow Chinchilla's L(N, D) (tests/test_fit.py)."""
+    from test_fit import as_points, optimal_params, synthetic_runs
+
+    from llm_sweep.reporting.fit import fit_scaling
+
+    path = tmp_path_factory.mktemp("fit") / "fit.json"
+    path.write_text(json.dumps(fit_scaling(as_points(synthetic_runs(noise=0.001)), resamples=20)))
+    return path, optimal_params
+
+
+def fit_plan_numbers(out: str) -> tuple[float, int]:
+    """(N_opt, the shape's parameters) as printed."""
+    n_opt = re.search(r"Compute-optimal \(.*\): N (\S+) parameters", out).group(1)
+    shape = re.search(r"^Shape: .*: ([\d,]+) params", out, re.MULTILINE).group(1)
+    scale = {"k": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+    return float(n_opt[:-1]) * scale[n_opt[-1]], int(shape.replace(",", ""))
+
+
+def test_plan_from_a_fit_prints_a_shape_of_the_optimal_size(capsys, chinchilla_fit):
+    path, optimal_params = chinchilla_fit
+    out, rows = run_plan(capsys, "--fit", str(path), "--flops", "1e20", "--presets", "noam,wide3")
+    n_opt, shape_params = fit_plan_numbers(out)
+    assert "Approach 3, the fitted L(N, D)" in out
+    assert n_opt == pytest.approx(optimal_params(1e20), rel=0.1)  # the true optimum
+    assert shape_params == pytest.approx(n_opt, rel=0.1)
+    n_layer, n_embd, n_head = map(int, re.search(r"n_layer=(\d+) n_embd=(\d+) n_head=(\d+)", out).groups())
+    assert n_embd == 64 * n_head and 16 <= n_embd / n_layer <= 256
+    assert list(rows) == ["noam", "wide3"] and float(rows["wide3"]["tokens/param"]) > 0
+
+
+def test_plan_from_a_fit_takes_its_compute_from_a_time_budget(capsys, chinchilla_fit):
+    path, _ = chinchilla_fit
+    out, _ = run_plan(capsys, "--fit", str(path), "--budget", "3h", "--mfu", "0.5", "--peak-flops", "1e15")
+    assert f"C = {0.5 * 1e15 * THREE_HOURS_S:.3g} FLOPs" in out
+    out, _ = run_plan(capsys, "--fit", str(path), "--budget", "3h", "--tokens-per-s", "100000")
+    compute = float(re.search(r"C = (\S+) FLOPs", out).group(1))
+    n_opt, _ = fit_plan_numbers(out)
+    assert compute == pytest.approx(1e5 * THREE_HOURS_S * 6 * n_opt, rel=0.01)  # 6 N per token
+
+
+def test_plan_from_a_broken_fit_is_one_line_and_exit_code_2(capsys, tmp_path):
+    broken = tmp_path / "fit.json"
+    broken.write_text(json.dumps({"approach2": {}}))
+    with pytest.raises(SystemExit) as exit_info:
+        plan.main(["--fit", str(broken), "--flops", "1e18"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --fit ") and "not a fit.json" in err and "\n" not in err

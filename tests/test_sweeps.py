@@ -28,6 +28,45 @@ def test_every_named_sweep_composes_with_its_search_space(name):
         (16, 1, 128) if scale == "cpu" else (64, 4, 512))
 
 
+def iso_flop_runs(name: str) -> dict[float, list]:
+    """Every run of an iso-FLOP sweep's grid, typed: {budget: [RunConfig per shape]}."""
+    from llm_sweep.config import load_config
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        params = compose(config_name="config", overrides=[f"+sweep={name}"],
+                         return_hydra_config=True).hydra.sweeper.params
+        return {float(budget): [load_config(compose(config_name="config", overrides=[
+            f"+sweep={name}", f"budget.flops={budget}", f"+shape={shape}"]))
+            for shape in params["+shape"].split(",")] for budget in params["budget.flops"].split(",")}
+
+
+@pytest.mark.parametrize("name", [name for name in NAMED_SWEEPS if name.startswith("isoflop")])
+def test_iso_flop_sweeps_bracket_the_reference_ratios_at_every_budget(name):
+    from llm_sweep.models.size import flops_per_token, param_count
+
+    grid = iso_flop_runs(name)
+    assert len(grid) >= 3 and all(len(runs) >= 5 for runs in grid.values())
+    for budget, runs in grid.items():
+        assert {(run.budget.time, run.budget.steps, run.budget.tokens) for run in runs} == {(None,) * 3}
+        assert len({run.model.n_layer for run in runs}) > 1 and len({run.model.n_embd for run in runs}) > 1
+        tokens_per_param = [budget / flops_per_token(run.model, run.batch.seq_len) / param_count(run.model)
+                            for run in runs]
+        assert min(tokens_per_param) < 6 and max(tokens_per_param) > 20, (budget, tokens_per_param)
+
+
+def test_the_cpu_iso_flop_sweep_sees_its_corpus_at_most_four_times():
+    from llm_sweep.data import prepare_dataset
+    from llm_sweep.models.size import flops_per_token
+
+    grid = iso_flop_runs("isoflop_cpu")
+    run = grid[min(grid)][0]
+    assert run.data.tokenizer == "bytes" and run.model.vocab_size == 320
+    corpus = len(prepare_dataset(run.data, progress=False).train)
+    epochs = max(budget / flops_per_token(run.model, run.batch.seq_len) / corpus
+                 for budget, runs in grid.items() for run in runs)
+    assert epochs <= 4
+
+
 @pytest.mark.slow
 def test_optuna_sweep_of_the_app_continues_its_study(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"

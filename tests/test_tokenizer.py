@@ -10,8 +10,9 @@ import pytest
 import tiktoken
 
 from llm_sweep.data.sources import shakespeare_documents
-from llm_sweep.data.tokenizer import (EOT, bundled_bpe_file, encode_document, gpt2_encoding,
-                                      mergeable_ranks)
+from llm_sweep.data.config import TOKENIZER_VOCAB_SIZES
+from llm_sweep.data.tokenizer import (BYTES_EOT, EOT, bundled_bpe_file, decode, encode_document,
+                                      gpt2_encoding, mergeable_ranks)
 from llm_sweep.errors import DataError
 
 SAMPLES = [
@@ -119,3 +120,26 @@ def test_tampered_vocabulary_is_refused(tmp_path):
         file.write(b"\xc4\xa0t he\n")
     with pytest.raises(DataError, match=r"vocab\.bpe.*expected sha256"):
         mergeable_ranks(vocab, bundled_bpe_file("encoder.json"))
+
+
+# Tricky for a byte tokenizer: multi-byte characters, a combining mark (e + U+0301), ZWJ
+# sequences, NUL and other control bytes, a BOM, the largest code point.
+BYTE_SAMPLES = [*SAMPLES, "e\u0301 vs \u00e9", "nul\x00inside\x01\x7f", "\ufeffBOM first",
+                "max \U0010ffff", "\u200d\u200b zero widths", "<|endoftext|>"]
+
+
+@pytest.mark.parametrize("text", BYTE_SAMPLES)
+def test_bytes_tokenizer_round_trips_utf8(text):
+    ids = encode_document(text, "bytes")
+    assert ids[-1] == BYTES_EOT and BYTES_EOT not in ids[:-1]
+    assert ids[:-1] == list(text.encode("utf-8")) and all(0 <= i < 256 for i in ids[:-1])
+    assert decode(ids[:-1], "bytes") == text
+    assert decode(ids, "bytes") == text + "<|endoftext|>"
+
+
+def test_bytes_tokenizer_ids_fit_its_vocabulary_constant():
+    ids = encode_document("".join(BYTE_SAMPLES), "bytes")
+    assert max(ids) + 1 == TOKENIZER_VOCAB_SIZES["bytes"] == 257
+    assert encode_document("", "bytes") == [BYTES_EOT]
+    assert encode_document("Hello world") == encode_document("Hello world", "gpt2") == [15496, 995, EOT]
+    assert decode([15496, 995]) == "Hello world"

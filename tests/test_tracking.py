@@ -352,7 +352,7 @@ def test_a_server_lost_mid_run_costs_only_a_warning(tmp_path, caplog, monkeypatc
     run = tiny_run("", "unit-lost")
     hydra_files(tmp_path)
     gone = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")  # the server died
-    tracker = MlflowTracker(gone, "0" * 32, "unit-run", run, tmp_path)
+    tracker = MlflowTracker(gone, "0" * 32, "unit-run", run, tmp_path, gone.tracking_uri)
     sinks = [JsonlSink(tmp_path / "metrics.jsonl"), *tracker.sinks()]
     for step in range(1, 11):
         for sink in sinks:
@@ -425,7 +425,7 @@ def test_the_parent_run_records_the_sweep_definition(store_uri, client, tmp_path
             "overrides": {"task": ["model=wide3", "+experiment=x", "data.hf_token=abc",
                                    "tracking.uri=http://u:pw@h:5000"]},
             "sweeper": {"_target_": "optuna.Sweeper", "n_trials": 20,
-                        "params": {"optim.lr": "tag(log, interval(1e-4, 1e-2))"}},
+                        "params": {"optim.lr": "tag(log, interval(1e-4, 1e-2))", "+shape": "1x64,2x64"}},
         },
     })
     MlflowSweepCallback().on_multirun_start(config)
@@ -440,11 +440,31 @@ def test_the_parent_run_records_the_sweep_definition(store_uri, client, tmp_path
         "sweeper": "optuna", "launcher": "basic", "override.model": "wide3",
         "override.experiment": "x", "override.data.hf_token": "***",
         "override.tracking.uri": "http://u:***@h:5000",
-        "search_space.optim.lr": "tag(log, interval(1e-4, 1e-2))",
+        "search_space.optim.lr": "tag(log, interval(1e-4, 1e-2))", "search_space.shape": "1x64,2x64",
     }
     assert run.data.tags["sweep_id"] == str(tmp_path / "multirun" / "one")
     sweep_yaml = Path(client.download_artifacts(parent.run_id, "sweep.yaml", str(tmp_path)))
     definition = OmegaConf.load(sweep_yaml)
-    assert definition.search_space == {"optim.lr": "tag(log, interval(1e-4, 1e-2))"}
+    assert definition.search_space == {"optim.lr": "tag(log, interval(1e-4, 1e-2))", "+shape": "1x64,2x64"}
     assert definition.sweeper_config == {"n_trials": 20}
     assert "pw" not in sweep_yaml.read_text() and "abc" not in sweep_yaml.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("enabled", [True, False])
+def test_system_metrics_are_sampled_unless_switched_off(store_uri, client, tmp_path, monkeypatch, enabled):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    run = tiny_run(store_uri, "unit-system")
+    run.tracking.system_metrics = enabled
+    hydra_files(tmp_path)
+    tracker = start_tracking(run, JobContext(), tmp_path, config_hash(run))
+    tracker.start(RunInfo(device="cpu (2 threads)", dtype="fp32", compiled=False, params=1,
+                          non_embedding_params=1, flops_per_token=6, tokens_per_step=128,
+                          peak_flops=None, world_size=2))
+    time.sleep(2.0)
+    tracker.finish("FINISHED", summary={"val_loss": 1.0})
+    got = client.get_run(tracker.run_id)
+    assert got.data.params["world_size"] == "2"
+    sampled = {key for key in got.data.metrics if key.startswith("system/")}
+    assert ("system/cpu_utilization_percentage" in sampled) == enabled
+    assert bool(sampled) == enabled

@@ -23,7 +23,7 @@ from conftest import run_app
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
 from llm_sweep.config import (CONF_DIR, SWEEPS_DIR, BatchConfig, BudgetConfig, RunConfig, load_config,
                               register_configs)
-from llm_sweep.data.config import TOKENIZER_VOCAB_SIZE, DataConfig
+from llm_sweep.data.config import TOKENIZER_VOCAB_SIZES, DataConfig
 from llm_sweep.errors import ConfigError
 from llm_sweep.models.config import ModelConfig
 from llm_sweep.optim.config import ScheduleConfig
@@ -120,12 +120,15 @@ def run_with(**sections: Any) -> RunConfig:
      "model.head_dim=12 is a head size of 12, not allowed: must be a multiple of 8"),
     (ScheduleConfig(name="wsd", warmup_frac=0.5, decay_frac=0.6), "schedule.",
      "schedule.decay_frac=0.6 is not allowed: must be in [0, 1 - schedule.warmup_frac=0.5]"),
-    (BudgetConfig(), "budget.", "budget: set at least one of budget.time, budget.steps, budget.tokens"),
+    (BudgetConfig(), "budget.",
+     "budget: set at least one of budget.time, budget.steps, budget.tokens, budget.flops"),
     (DataConfig(name="text"), "data.", "data.name=text needs data.paths=[file.txt,folder/,...]"),
     (DataConfig(name="slimpajama"), "data.", "data.name=slimpajama needs data.source"),
     (run_with(batch=BatchConfig(seq_len=512)), "", "batch.seq_len=512 exceeds model.max_seq_len=256"),
     (run_with(model=ModelConfig(n_embd=128, vocab_size=50000)), "",
      "model.vocab_size=50000 is not allowed: must be >= 50257, the tokenizer's vocabulary"),
+    (run_with(model=ModelConfig(n_embd=128, vocab_size=256), data=DataConfig(tokenizer="bytes")), "",
+     "model.vocab_size=256 is not allowed: must be >= 257, the tokenizer's vocabulary"),
     (run_with(resume="/no/such/ckpt.pt"), "",
      "resume='/no/such/ckpt.pt' is not allowed: must be auto, never or an existing checkpoint path"),
     (run_with(budget=BudgetConfig(time="0")), "",
@@ -153,7 +156,7 @@ def test_the_rules_allow_a_valid_run_and_a_wsd_decay_that_ends_the_warmup():
 def test_the_vocab_size_constant_is_the_tokenizers():
     from llm_sweep.data.tokenizer import gpt2_encoding
 
-    assert gpt2_encoding().n_vocab == TOKENIZER_VOCAB_SIZE
+    assert gpt2_encoding().n_vocab == TOKENIZER_VOCAB_SIZES["gpt2"]
 
 
 def test_build_model_from_a_dict_checks_the_same_rules():
@@ -172,8 +175,9 @@ def compose_run(*overrides: str, hydra: bool = False):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
 
 
-PRESETS = [f"{group.name}={path.stem}" for group in sorted(CONF_DIR.iterdir()) if group.is_dir()
-           and group.name != "hydra" for path in sorted(group.glob("*.yaml"))]
+APPENDED_GROUPS = {"shape"}  # not in the defaults list: selected with +shape=...
+PRESETS = [f"{'+' * (group.name in APPENDED_GROUPS)}{group.name}={path.stem}" for group in sorted(CONF_DIR.iterdir())
+           if group.is_dir() and group.name != "hydra" for path in sorted(group.glob("*.yaml"))]
 
 
 # What a preset needs from the rest of the command line (the default model is tiny, 256 long).
@@ -248,22 +252,30 @@ CLI_CASES = [
     ("budget.time=null", "budget.time"),  # no budget left
     ("budget.steps=0", "budget.steps"),
     ("budget.tokens=-1", "budget.tokens"),
+    ("budget.flops=0", "budget.flops"),
     ("eval.interval=-1", "eval.interval"),
     ("eval.batches=0", "eval.batches"),
     ("eval.final_batches=0", "eval.final_batches"),
     ("checkpoint.interval=-1", "checkpoint.interval"),
+    ("distributed.timeout=0", "distributed.timeout"),
+    ("distributed.timeout=soon", "distributed.timeout"),
+    ("distributed.gpus_per_trial=0", "distributed.gpus_per_trial"),
     ("tracking.backend=wandb", "tracking.backend"),
     ("tracking.log_interval=0", "tracking.log_interval"),
     ("bench.modes=[eager-fp32,eager-fp16]", "bench.modes"),
     ("bench.modes=[]", "bench.modes"),
     ("bench.warmup_steps=-1", "bench.warmup_steps"),
     ("bench.steps=0", "bench.steps"),
+    ("sweep.max_gpu_hours=0", "sweep.max_gpu_hours"),
+    ("sweep.bench=/no/such/bench.json", "sweep.bench"),
     ("data.name=wikitext", "data.name"),
     ("data=text", "data.paths"),
     ("data.val_fraction=2", "data.val_fraction"),
     ("data.val_fraction=0", "data.val_fraction"),
     ("data.split_seed=-1", "data.split_seed"),
     ("data.num_proc=0", "data.num_proc"),
+    ("data.tokenizer=sentencepiece", "data.tokenizer"),
+    ("data.tokenizer=bytes model.vocab_size=200", "model.vocab_size"),  # below 257 byte ids
     (MULTIRUN + "hydra.sweeper.sampler=foo", "hydra.sweeper.sampler"),
     (MULTIRUN + "hydra.sweeper.seed=-1", "hydra.sweeper.seed"),
     (MULTIRUN + "hydra.sweeper.direction=up", "hydra.sweeper.direction"),
@@ -272,7 +284,9 @@ CLI_CASES = [
     (MULTIRUN + "hydra.sweeper.max_failure_rate=2", "hydra.sweeper.max_failure_rate"),
     (MULTIRUN + "hydra.sweeper.pruner=bar", "hydra.sweeper.pruner"),
     (MULTIRUN + "hydra.sweeper.pruner=median hydra.sweeper.storage=null", "hydra.sweeper.storage"),
-    (MULTIRUN + "hydra.sweeper.pruner_warmup_steps=-1", "hydra.sweeper.pruner_warmup_steps"),
+    (MULTIRUN + "hydra.sweeper.pruner_min_resource=0", "hydra.sweeper.pruner_min_resource"),
+    (MULTIRUN + "hydra.sweeper.pruner=hyperband", "hydra.sweeper.pruner_min_resource"),
+    (MULTIRUN + "hydra.sweeper.timeout=soon", "hydra.sweeper.timeout"),
 ]
 # Wrong types fail in Hydra's composition, which names the key in its own (exit code 1) message.
 TYPE_CASES = [

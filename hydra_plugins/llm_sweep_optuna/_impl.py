@@ -1,4 +1,9 @@
-"""The Optuna sweeper: ask a batch of trials, launch them as Hydra jobs, tell the results.
+"""The Optuna sweeper: trials launched as Hydra jobs, their results told to the study.
+
+With a submitit launcher (local_parallel, the Slurm presets) trials run asynchronously:
+`n_jobs` stay in flight and each one that ends is replaced at once (`_async`). Hydra's
+basic launcher runs jobs in this process one by one, so there trials run in batches of
+`n_jobs`, as with `asynchronous=false`.
 
 The study is created once, here, before any job starts (concurrent creation of a fresh
 SQLite study races). Each job learns its trial through `hydra.job.env_set`, so it can
@@ -8,38 +13,30 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
-from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from hydra_plugins.llm_sweep_optuna._outcome import trial_outcome
+from hydra_plugins.llm_sweep_optuna._async import past, run_async
 from hydra_plugins.llm_sweep_optuna._results import write_results
-from hydra_plugins.llm_sweep_optuna._search_space import SearchSpace, format_value, parse_search_space
+from hydra_plugins.llm_sweep_optuna._search_space import SearchSpace, parse_search_space
+from hydra_plugins.llm_sweep_optuna._submit import submitit_jobs
+from hydra_plugins.llm_sweep_optuna._trials import COUNTED, StudyTrials, tell, trials_to_run
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
-from llm_sweep.sweeping.pruning import (
-    PRUNER_ATTR,
-    STORAGE_ENV,
-    STUDY_ENV,
-    TRIAL_ENV,
-    build_pruner,
-)
+from llm_sweep.config import parse_duration
+from llm_sweep.sweeping.pruning import PRUNER_ATTR, build_pruner
 
 log = logging.getLogger(__name__)
 
 SQLITE = "sqlite:///"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-class TooManyFailedTrials(CompactHydraException):
-    """More of this sweep's trials failed than `max_failure_rate` allows (Hydra prints it as one message)."""
 
 
 class OptunaSweeperImpl(Sweeper):
@@ -54,42 +51,48 @@ class OptunaSweeperImpl(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> List[List[JobReturn]]:
-        """Run trials until the study holds `n_trials` finished ones; returns the job results by batch."""
+        """Run trials until the study holds `n_trials` finished ones; returns the job results
+        by batch (asynchronous trials: one batch, in trial order)."""
         conf = self.conf
         space = parse_search_space([f"{key}={value}" for key, value in conf.params.items()] + list(arguments))
         study = self._create_study(space)
         fail_stale_trials(study)
-        finished = study.get_trials(deepcopy=False, states=FINISHED)
-        remaining = conf.n_trials - len(finished)
-        if conf.sampler == "grid" and space.grid_points_left(finished) < remaining:
-            remaining = space.grid_points_left(finished)
-            log.info("Only %d grid points are left to evaluate", remaining)
-        log.info("Study '%s' in %s: %d of %d trials done, %d to run, %d per batch; search space: %s",
-                 study.study_name, self.storage or "memory", len(finished), conf.n_trials,
-                 max(remaining, 0), conf.n_jobs, space.distributions)
-
-        batches: List[List[JobReturn]] = []
-        n_finished = n_failed = 0
-        last_error: Optional[str] = None
-        while remaining > 0:
-            trials = [study.ask(space.distributions) for _ in range(min(conf.n_jobs, remaining))]
-            # Job numbers follow trial numbers (asked together, they are consecutive), so the
-            # job dirs of a continued study do not overwrite those of its earlier trials.
-            returns = self._launch(study, space, trials, job_idx=trials[0].number)
-            for trial, ret in zip(trials, returns):
-                error = self._tell(study, trial, ret)
-                if error is not None:
-                    n_failed, last_error = n_failed + 1, error
-            batches.append(list(returns))
-            n_finished += len(returns)
-            remaining -= len(returns)
-            if n_failed and n_failed / n_finished > conf.max_failure_rate:
-                where = f"is saved in {self.storage}" if self.storage else "was in memory and is lost"
-                raise TooManyFailedTrials(
-                    f"{n_failed} of {n_finished} trials failed in this sweep, above "
-                    f"max_failure_rate={conf.max_failure_rate}; last error: {last_error} "
-                    f"(each FAIL trial has its 'error' attribute). Study '{study.study_name}' {where}.")
+        done = len(study.get_trials(deepcopy=False, states=COUNTED))
+        to_run = trials_to_run(conf.n_trials, conf.sampler, space, study.get_trials(deepcopy=False))
+        jobs = submitit_jobs(self.launcher, self.config) if conf.asynchronous else None
+        if conf.asynchronous and jobs is None:
+            log.info("%s runs jobs one by one in this process, so trials run in batches of %d, "
+                     "each waiting for its slowest trial", type(self.launcher).__name__, conf.n_jobs)
+        log.info("Study '%s' in %s: %d of %d trials done, %d to run, %d %s; search space: %s",
+                 study.study_name, self.storage or "memory", done, conf.n_trials, to_run, conf.n_jobs,
+                 "at a time" if jobs else "per batch", space.distributions)
+        trials = StudyTrials(study, space, self.storage, conf.max_failure_rate)
+        deadline = None if conf.timeout is None else time.monotonic() + parse_duration(conf.timeout)
+        if jobs is None:
+            batches = self._run_batches(trials, to_run, deadline)
+        else:
+            batches = [run_async(trials, jobs, conf.n_jobs, to_run, deadline)]
+            if trials.failures.exceeded():
+                raise trials.failures.error(study, self.storage)
         write_results(study, Path(self.config.hydra.sweep.dir))
+        return batches
+
+    def _run_batches(self, trials: StudyTrials, to_run: int,
+                     deadline: Optional[float]) -> List[List[JobReturn]]:
+        """Ask `n_jobs` trials, launch them together, wait for all, tell; until done, past
+        the deadline, or too many failed."""
+        batches: List[List[JobReturn]] = []
+        while to_run > 0 and not past(deadline):
+            batch = [trials.ask() for _ in range(min(self.conf.n_jobs, to_run))]
+            returns = self._launch(trials, batch)
+            for trial, ret in zip(batch, returns):
+                trials.record(trial, ret)
+            batches.append(list(returns))
+            to_run -= len(returns)
+            if trials.failures.exceeded():
+                raise trials.failures.error(trials.study, self.storage)
+        if to_run > 0:
+            log.info("Timeout: %d trial(s) not started, the sweep's time ran out", to_run)
         return batches
 
     def _create_study(self, space: SearchSpace) -> optuna.Study:
@@ -101,7 +104,7 @@ class OptunaSweeperImpl(Sweeper):
             study_name=conf.study_name or self.config.hydra.job.name,
             storage=self.storage,
             sampler=build_sampler(conf.sampler, conf.seed, space),
-            pruner=build_pruner(self.pruner, conf.pruner_warmup_steps),
+            pruner=build_pruner(self.pruner, conf.pruner_min_resource),
             direction=conf.direction,
             load_if_exists=True,
         )
@@ -110,55 +113,19 @@ class OptunaSweeperImpl(Sweeper):
             # keeps its seed: it maps earlier trials to grid points through it.)
             study.sampler = build_sampler(conf.sampler, conf.seed + len(study.trials), space)
         # Jobs rebuild the pruner from the study, so they prune as this sweep is configured.
-        study.set_user_attr(PRUNER_ATTR, {"name": self.pruner, "warmup_steps": conf.pruner_warmup_steps})
+        study.set_user_attr(PRUNER_ATTR, {"name": self.pruner, "min_resource": conf.pruner_min_resource})
         return study
 
-    def _launch(self, study: optuna.Study, space: SearchSpace, trials: List[optuna.Trial],
-                job_idx: int) -> Sequence[JobReturn]:
-        job_overrides = []
-        for trial in trials:
-            overrides = space.trial_overrides(trial.params)
-            trial.set_user_attr("overrides", overrides)
-            job_overrides.append(overrides + self._identity_overrides(study, trial))
+    def _launch(self, trials: StudyTrials, batch: List[optuna.Trial]) -> Sequence[JobReturn]:
+        # Job numbers follow trial numbers (asked together, they are consecutive), so the
+        # job dirs of a continued study do not overwrite those of its earlier trials.
+        job_overrides = [trials.job_overrides(trial) for trial in batch]
         try:
-            return self.launcher.launch(job_overrides, initial_job_idx=job_idx)
+            return self.launcher.launch(job_overrides, initial_job_idx=batch[0].number)
         except BaseException as error:
             # The launcher itself failed (e.g. a job was killed): no trial of the batch may stay RUNNING.
-            for trial in trials:
-                trial.set_user_attr("error", f"launcher: {type(error).__name__}: {error}")
-                tell(study, trial, TrialState.FAIL)
-            raise
-
-    def _identity_overrides(self, study: optuna.Study, trial: optuna.Trial) -> List[str]:
-        if self.storage is None:  # an in-memory study cannot be reached from a job
-            return []
-        env = "++hydra.job.env_set"  # ++: add the key, or replace one the user set
-        return [f"{env}.{TRIAL_ENV}={trial.number}",
-                f"{env}.{STORAGE_ENV}={format_value(self.storage)}",
-                f"{env}.{STUDY_ENV}={format_value(study.study_name)}"]
-
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> Optional[str]:
-        """Record the job's result in its trial; returns the error of a failed one."""
-        outcome = trial_outcome(ret)
-        if ret.hydra_cfg is not None:
-            trial.set_user_attr("output_dir", str(ret.hydra_cfg.hydra.runtime.output_dir))
-        if outcome.error is not None:
-            trial.set_user_attr("error", outcome.error)
-            log.warning("Trial %d failed: %s", trial.number, outcome.error)
-        elif outcome.state == TrialState.PRUNED:
-            log.info("Trial %d pruned", trial.number)
-        tell(study, trial, outcome.state, outcome.value)
-        return outcome.error
-
-
-def tell(study: optuna.Study, trial: optuna.Trial | int, state: TrialState,
-         value: Optional[float] = None) -> None:
-    try:
-        study.tell(trial, value, state=state)
-    except RuntimeError as error:
-        # GridSampler calls study.stop() once every grid point is done; outside
-        # study.optimize() that raises, after the trial has been stored.
-        if not (isinstance(study.sampler, optuna.samplers.GridSampler) and "Study.stop" in str(error)):
+            for trial in batch:
+                trials.fail(trial, f"launcher: {type(error).__name__}: {error}")
             raise
 
 

@@ -25,6 +25,24 @@ def _pruner_has_storage(conf: "OptunaSweeperConf", p: str) -> Optional[str]:
     return None
 
 
+def _hyperband_has_min_resource(conf: "OptunaSweeperConf", p: str) -> Optional[str]:
+    if conf.pruner == "hyperband" and conf.pruner_min_resource is None:
+        return (f"{p}pruner=hyperband needs {p}pruner_min_resource: the tokens of its smallest "
+                "bracket, e.g. the tokens of the first evaluation")
+    return None
+
+
+def _is_duration(value: str) -> bool:
+    # Imported here, not at start-up: Hydra imports this module for every command.
+    from llm_sweep.config import parse_duration
+    from llm_sweep.errors import ConfigError
+
+    try:
+        return parse_duration(value) > 0
+    except ConfigError:
+        return False
+
+
 def _cmaes_installed(conf: "OptunaSweeperConf", p: str) -> Optional[str]:
     # Optuna imports cmaes only at the first sample, deep into a sweep.
     if conf.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
@@ -44,20 +62,31 @@ class OptunaSweeperConf:
     storage: Optional[str] = "sqlite:///optuna.db"
     # Finished trials wanted in the study, counting earlier sweeps' trials.
     n_trials: int = field(default=20, metadata=rule(ge=1))
-    # Trials per batch, launched together through the configured launcher.
+    # Trials running at once through the configured launcher.
     n_jobs: int = field(default=2, metadata=rule(ge=1))
+    # true: a trial that ends (finished, failed or pruned) is replaced at once, so n_jobs
+    # trials stay in flight; needs a launcher that returns job handles (the submitit ones).
+    # Hydra's basic launcher runs jobs in this process, one by one: trials then run in
+    # batches of n_jobs, each batch waiting for its slowest trial (as with false).
+    asynchronous: bool = True
+    # Wall-clock limit of this sweep (3600, 90m, 2h): no trial starts after it, running ones
+    # finish. None: no limit.
+    timeout: Optional[str] = field(default=None, metadata=rule(
+        test=_is_duration, expect="a duration > 0, e.g. 2h, 90m or a number of seconds"))
     # Largest fraction of this sweep's finished trials that may fail before the sweep stops
     # with an error; a failed trial is recorded FAIL with its error either way.
     max_failure_rate: float = field(default=0.5, metadata=rule(ge=0, le=1))
-    # Jobs report val/loss to it.
+    # Jobs report val/loss to it at each evaluation, at step = tokens seen.
     pruner: Optional[str] = field(default=None, metadata=rule(choices=PRUNERS))
-    # median: no pruning before this step (an optimizer step).
-    pruner_warmup_steps: int = field(default=0, metadata=rule(ge=0))
+    # Tokens a trial trains on before the pruner may stop it (median: warm-up; sha: first
+    # rung, None: estimated by Optuna; hyperband: smallest bracket, required).
+    pruner_min_resource: Optional[int] = field(default=None, metadata=rule(ge=1))
     # The search space, in Hydra's override grammar, e.g. {optim.lr: "tag(log,interval(1e-4,1e-2))"};
     # sweep overrides on the command line are added to it, plain ones are fixed for every trial.
     params: Dict[str, str] = field(default_factory=dict)
 
-    cross_field_rules = (_pruner_has_storage, _cmaes_installed)  # not a field: no annotation
+    # Not a field: no annotation.
+    cross_field_rules = (_pruner_has_storage, _hyperband_has_min_resource, _cmaes_installed)
 
 
 def register() -> None:

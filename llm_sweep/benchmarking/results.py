@@ -15,6 +15,7 @@ from llm_sweep.errors import DataError
 from llm_sweep.hardware import device_name
 from llm_sweep.models.size import flops_per_token, param_count
 from llm_sweep.reporting.tables import markdown_table, si
+from llm_sweep.training.distributed import World
 
 COLUMNS = ("mode", "tokens/s", "step ms", "fwd+bwd ms", "optim ms", "data ms", "MFU",
            "peak mem", "compile s")
@@ -31,10 +32,13 @@ class BenchResult:
                 "records": [asdict(record) for record in self.records]}
 
 
-def run_summary(run: RunConfig, device: torch.device, load_avg: tuple[float, float]) -> dict[str, Any]:
+def run_summary(run: RunConfig, device: torch.device, load_avg: tuple[float, float],
+                world: World = World()) -> dict[str, Any]:
     """The top level of bench.json: where, with what, and what was benchmarked."""
     return {
         "device": device_name(device),
+        "world_size": world.world_size,  # processes (DDP-wrapped when started by torchrun)
+        "ddp": world.distributed,
         "torch": torch.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "load_avg_1m": list(load_avg),  # before and after: the machine may be shared
@@ -65,7 +69,9 @@ def format_report(result: BenchResult) -> str:
     header = (f"{model['name']} ({model['arch']}, {si(model['params'])} params, "
               f"{si(s['flops_per_token'])} FLOPs/token) | batch {batch['micro_batch_size']} x "
               f"{batch['grad_accum']} x {batch['seq_len']} = {batch['tokens_per_step']:,} tokens/step"
-              f" | {s['optim']['name']} | {s['device']} | torch {s['torch']} | {s['date']} | "
+              f" | {s['optim']['name']} | {s['device']}"
+              + (f" | DDP over {s['world_size']} process(es)" if s.get("ddp") else "")
+              + f" | torch {s['torch']} | {s['date']} | "
               f"load {s['load_avg_1m'][0]:.1f} -> {s['load_avg_1m'][1]:.1f}")
     table = markdown_table(COLUMNS, [_row(r) for r in result.records], [False] + [True] * 8)
     fastest = max(r.tokens_per_s for r in result.records)

@@ -6,10 +6,7 @@ synchronizes the device between phases to split the step time; training does not
 """
 from __future__ import annotations
 
-import ctypes
-import gc
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -26,11 +23,13 @@ from llm_sweep.benchmarking.modes import BenchMode, parse_modes
 from llm_sweep.benchmarking.results import BenchResult, run_summary
 from llm_sweep.config import RunConfig
 from llm_sweep.data import BatchSampler, StepPrefetcher, TokenShard
-from llm_sweep.hardware import autocast_for, configure_backends, peak_flops, resolve_device
+from llm_sweep.hardware import (autocast_for, configure_backends, peak_flops, peak_memory_bytes,
+                                reset_peak_memory, resolve_device)
 from llm_sweep.models import build_model
-from llm_sweep.optim import build_optimizer
 from llm_sweep.models.size import flops_per_token
+from llm_sweep.optim import build_optimizer
 from llm_sweep.training.metrics import tokens_per_s
+from llm_sweep.training.distributed import World, join_world, wrap_for_ddp
 from llm_sweep.training.steps import forward_backward, optimizer_step
 
 SHARD_TOKENS = 2**24  # 32 MB of uint16: random windows touch many pages, as a real split does
@@ -61,40 +60,22 @@ def sampling_tokens_per_s(sampler: BatchSampler, seconds: float = SAMPLING_SECON
     return tokens_per_s(calls * sampler.micro_batch_size * sampler.seq_len, elapsed)
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a mode's peak from what is live now, not from what earlier modes held."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # Linux: hand freed heap pages back (glibc keeps them), then reset ru_maxrss to now
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # elsewhere the peak since the process started stands
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else 1024 * peak  # bytes on macOS, KiB on Linux
-
-
 def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: TokenShard,
-                 peak: Optional[float]) -> BenchRecord:
-    """Warm up, then time `run.bench.steps` optimizer steps of a fresh model in `mode`."""
+                 peak: Optional[float], world: World = World()) -> BenchRecord:
+    """Warm up, then time `run.bench.steps` optimizer steps of a fresh model in `mode`
+    (DDP-wrapped, each process running its share of the micro-batches, under torchrun)."""
     reset_peak_memory(device)
     torch.manual_seed(run.seed)
     batch, warmup_steps = run.batch, run.bench.warmup_steps
     model = build_model(run.model).to(device)
     model.loss_chunks = run.loss_chunks
     optimizer, hook = build_optimizer(model, run.optim, batch.tokens_per_step, device.type)
-    step_model = torch.compile(model, mode=run.compile_mode, fullgraph=True) if mode.compile else model
+    compiled = torch.compile(model, mode=run.compile_mode, fullgraph=True) if mode.compile else model
+    step_model = wrap_for_ddp(compiled, world, device)
     autocast = autocast_for(device, mode.dtype)
     sampler = BatchSampler(shard, batch.micro_batch_size, batch.seq_len, seed=run.seed, device=device)
-    prefetcher = StepPrefetcher(sampler, batch.grad_accum)  # as training samples: ahead, in the background
+    # As training does: this process's micro-batches, sampled ahead in the background.
+    prefetcher = StepPrefetcher(sampler, world.micro_batches(batch.grad_accum))
     model.train()
 
     def timed_step(index: int) -> PhaseTimes:
@@ -127,11 +108,13 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
 def run_bench(run: RunConfig) -> BenchResult:
     """Every mode of run.bench.modes in turn, and the batch sampler's rate."""
     modes = parse_modes(run.bench.modes)
-    device = resolve_device(run.device)
+    world = join_world(run.distributed.timeout_s)
+    device = world.device(resolve_device(run.device))
     configure_backends(device)
     # The benchmark probes the CPU again: the cache keeps the best peak ever measured.
     peaks = {dtype: peak_flops(device, dtype, run.peak_flops, remeasure=True)
              for dtype in {m.dtype for m in modes}}
+    peaks = {dtype: None if peak is None else peak * world.world_size for dtype, peak in peaks.items()}
     load_before = os.getloadavg()[0]
     with synthetic_shard(run.model.vocab_size, run.seed) as shard:
         sampler = BatchSampler(shard, run.batch.micro_batch_size, run.batch.seq_len,
@@ -140,6 +123,6 @@ def run_bench(run: RunConfig) -> BenchResult:
         records = []
         for mode in modes:
             print(f"bench: {mode.name} ...", file=sys.stderr, flush=True)
-            records.append(measure_mode(mode, run, device, shard, peaks[mode.dtype]))
-    return BenchResult(summary=run_summary(run, device, (load_before, os.getloadavg()[0])),
+            records.append(measure_mode(mode, run, device, shard, peaks[mode.dtype], world))
+    return BenchResult(summary=run_summary(run, device, (load_before, os.getloadavg()[0]), world),
                        data_tokens_per_s=data_rate, records=records)

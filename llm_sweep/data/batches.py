@@ -6,7 +6,7 @@ sampler state to checkpoint.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Optional
 
@@ -41,7 +41,8 @@ class BatchSampler:
 
 
 class StepPrefetcher:
-    """A step's micro-batches, `sampler.get(step, micro)` for micro in range(grad_accum),
+    """A step's micro-batches, `sampler.get(step, micro)` for micro in `micro_batches` (this
+    process's share of the step's global micro-batch indices, all of them for one process),
     prepared on a background thread while the step before computes: the host-side sampling
     (random reads of the shard, then pinned memory and an asynchronous copy on CUDA) stays
     out of the step's critical path.
@@ -52,9 +53,9 @@ class StepPrefetcher:
     (seed, rank, step, micro).
     """
 
-    def __init__(self, sampler: BatchSampler, grad_accum: int):
+    def __init__(self, sampler: BatchSampler, micro_batches: Sequence[int]):
         self.sampler = sampler
-        self.grad_accum = grad_accum
+        self.micro_batches = list(micro_batches)
         on_gpu = {}
         if sampler.device.type == "cuda":  # the worker's "cuda" is the caller's current GPU
             index = sampler.device.index
@@ -64,7 +65,7 @@ class StepPrefetcher:
         self._next: Optional[tuple[int, Future[list[Batch]]]] = None
 
     def _sample(self, step: int) -> list[Batch]:
-        return [self.sampler.get(step, micro) for micro in range(self.grad_accum)]
+        return [self.sampler.get(step, micro) for micro in self.micro_batches]
 
     def batches(self, step: int) -> list[Batch]:
         prepared, self._next = self._next, None
@@ -89,14 +90,15 @@ class StepPrefetcher:
 
 
 def iter_eval_batches(shard: TokenShard, micro_batch_size: int, seq_len: int,
-                      max_batches: int | None = None,
-                      device: str | torch.device = "cpu") -> Iterator[Batch]:
+                      max_batches: int | None = None, device: str | torch.device = "cpu",
+                      rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
     """Contiguous windows from the start of the split, the same on every call.
 
     Window i covers tokens [i * seq_len, (i + 1) * seq_len], so every token after the
     first is predicted exactly once. Windows are grouped into full batches and a
     trailing partial batch is dropped, unless the split is too short for one full
-    batch: then that partial batch is the whole evaluation.
+    batch: then that partial batch is the whole evaluation. Over several processes,
+    process `rank` gets every `world_size`-th of the (first `max_batches`) batches.
     """
     _require_windows(shard, seq_len)
     n_windows = (len(shard) - 1) // seq_len
@@ -106,7 +108,7 @@ def iter_eval_batches(shard: TokenShard, micro_batch_size: int, seq_len: int,
     window = np.arange(seq_len + 1)
     device = torch.device(device)
     return (_to_device(shard.tokens[group[:, None] + window], device)
-            for group in groups[:max_batches])
+            for group in groups[:max_batches][rank::world_size])
 
 
 def _require_windows(shard: TokenShard, seq_len: int) -> None:

@@ -7,9 +7,10 @@ from typing import List, Optional
 from llm_sweep.rules import rule
 
 DATASETS = ("shakespeare", "slimpajama", "text")
-# Token ids the tokenizer emits (GPT-2 BPE: 0..50256), so model.vocab_size is checked
-# without loading the tokenizer.
-TOKENIZER_VOCAB_SIZE = 50257
+# The token ids each tokenizer emits (GPT-2 BPE: 0..50256; bytes: 0..255 and end-of-text
+# 256), so model.vocab_size is set and checked without loading a tokenizer.
+TOKENIZER_VOCAB_SIZES = {"gpt2": 50257, "bytes": 257}
+TOKENIZERS = tuple(TOKENIZER_VOCAB_SIZES)
 
 
 def _inputs_named(d: "DataConfig", p: str) -> Optional[str]:
@@ -23,6 +24,9 @@ def _inputs_named(d: "DataConfig", p: str) -> Optional[str]:
 @dataclass
 class DataConfig:
     name: str = field(default="shakespeare", metadata=rule(choices=DATASETS))
+    # gpt2: GPT-2's BPE; bytes: UTF-8 bytes, for CPU-scale studies where a 50k-token
+    # embedding would be most of the model
+    tokenizer: str = field(default="gpt2", metadata=rule(choices=TOKENIZERS))
     source: Optional[str] = None  # slimpajama: a hub id or a local dir/file of JSONL/Parquet
     paths: List[str] = field(default_factory=list)  # text: files or folders
     cache_dir: Optional[str] = None  # None: $LLM_SWEEP_CACHE or ~/.cache/llm_sweep
@@ -36,4 +40,4 @@ class DataConfig:
     @property
     def vocab_size(self) -> int:
         """The number of token ids the tokenizer emits."""
-        return TOKENIZER_VOCAB_SIZE
+        return TOKENIZER_VOCAB_SIZES[self.tokenizer]

@@ -39,7 +39,7 @@ from llm_sweep.data.shards import TokenShard
 from llm_sweep.data.sources import (files_fingerprint, hub_or_files_fingerprint, load_records,
                                     shakespeare_documents, shakespeare_fingerprint,
                                     text_documents, text_files)
-from llm_sweep.data.tokenizer import TOKENIZER_NAME, encode_document, gpt2_encoding
+from llm_sweep.data.tokenizer import encode_document, gpt2_encoding
 from llm_sweep.errors import DataError
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def cache_key(cfg: DataConfig) -> dict[str, Any]:
         source = hub_or_files_fingerprint(cfg.source)
     else:
         raise DataError("data.name=slimpajama needs data.source: a hub id or a local JSONL/Parquet path")
-    return {"name": cfg.name, "source": source, "tokenizer": TOKENIZER_NAME,
+    return {"name": cfg.name, "source": source, "tokenizer": cfg.tokenizer,
             "val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed, "format": CACHE_FORMAT}
 
 
@@ -166,9 +166,11 @@ def _write_documents(cfg: DataConfig, entry: Path,
     texts = list(shakespeare_documents() if cfg.name == "shakespeare" else text_documents(cfg.paths))
     if not texts:
         raise DataError(f"data.paths={list(cfg.paths)} holds no documents (every record is empty)")
-    gpt2_encoding()  # build once, before the threads share it
+    if cfg.tokenizer == "gpt2":
+        gpt2_encoding()  # build once, before the threads share it
+    encode = functools.partial(_encode_uint16, tokenizer=cfg.tokenizer)
     with ThreadPoolExecutor(max_workers=_workers(cfg.num_proc)) as pool:
-        docs = list(tqdm(pool.map(_encode_uint16, texts), total=len(texts), desc=f"tokenize {cfg.name}",
+        docs = list(tqdm(pool.map(encode, texts), total=len(texts), desc=f"tokenize {cfg.name}",
                          unit="docs", disable=not progress))
     train, val, rule = split_tokens(docs, cfg.val_fraction, cfg.split_seed)
     for split, pieces in (("train", train), ("validation", val)):
@@ -181,8 +183,8 @@ def _write_documents(cfg: DataConfig, entry: Path,
     return shards[0], shards[1], {"documents": len(docs), "split": rule}
 
 
-def _encode_uint16(text: str) -> np.ndarray:
-    return np.array(encode_document(text), dtype=np.uint16)
+def _encode_uint16(text: str, tokenizer: str) -> np.ndarray:
+    return np.array(encode_document(text, tokenizer), dtype=np.uint16)
 
 
 def _write_records(cfg: DataConfig, entry: Path,
@@ -193,7 +195,8 @@ def _write_records(cfg: DataConfig, entry: Path,
         records = load_records(cfg.source, Path(scratch), cfg.num_proc)
         workers = min(_workers(cfg.num_proc), len(records))
         # derived Arrow files go to scratch, not next to the (reusable) hub download
-        tokens = records.map(functools.partial(_tokenize_records, source=cfg.source), batched=True,
+        tokens = records.map(functools.partial(_tokenize_records, source=cfg.source, tokenizer=cfg.tokenizer),
+                             batched=True,
                              num_proc=workers if workers > 1 else None,
                              remove_columns=records.column_names, desc=f"tokenize {cfg.name}",
                              cache_file_name=str(Path(scratch) / "tokens.arrow"))
@@ -208,10 +211,10 @@ def _write_records(cfg: DataConfig, entry: Path,
     return train, val, {"documents": len(tokens), "split": "documents"}
 
 
-def _tokenize_records(batch: dict[str, list], source: str) -> dict[str, list[np.ndarray]]:
+def _tokenize_records(batch: dict[str, list], source: str, tokenizer: str) -> dict[str, list[np.ndarray]]:
     if any(text is None for text in batch["text"]):
         raise DataError(f"data.source={source}: a record has no 'text' field")
-    return {"ids": [_encode_uint16(text) for text in batch["text"] if text]}
+    return {"ids": [_encode_uint16(text, tokenizer) for text in batch["text"] if text]}
 
 
 def _arrow_chunks(split: datasets.Dataset, name: str, progress: bool) -> Iterator[np.ndarray]:

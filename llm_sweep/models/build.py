@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llm_sweep.errors import ConfigError
-from llm_sweep.models.config import ModelConfig
+from llm_sweep.models.config import ModelConfig, with_vocab_size
 from llm_sweep.models.gpt2 import GPT2
 from llm_sweep.models.layers import CausalLM
 from llm_sweep.models.llama import Llama
@@ -16,14 +16,15 @@ _MODELS: dict[str, type[CausalLM]] = {"gpt2": GPT2, "llama": Llama}
 
 
 def model_config(cfg: ModelConfig | Mapping[str, Any]) -> ModelConfig:
-    """A ModelConfig from itself or from a mapping (dict, DictConfig) of its fields."""
+    """A ModelConfig from itself or from a mapping (dict, DictConfig) of its fields; an
+    unset vocab_size is the default tokenizer's (GPT-2's, padded: 50304)."""
     if isinstance(cfg, ModelConfig):
-        return cfg
+        return with_vocab_size(cfg)
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(str(key) for key in cfg if key not in fields)
     if unknown:
         raise ConfigError(f"model.{unknown[0]} is not a model setting; known: {', '.join(sorted(fields))}")
-    return ModelConfig(**{key: cfg[key] for key in cfg})
+    return with_vocab_size(ModelConfig(**{key: cfg[key] for key in cfg}))
 
 
 def build_model(cfg: ModelConfig | Mapping[str, Any]) -> CausalLM:

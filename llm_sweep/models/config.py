@@ -1,12 +1,14 @@
 """The `model` config group: one dataclass shared by both architectures."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from llm_sweep.rules import rule
 
 ARCHS = ("gpt2", "llama")
+VOCAB_MULTIPLE = 64  # embedding and LM-head rows padded to this, for efficient matmuls
+GPT2_TOKEN_IDS = 50257  # the default tokenizer's (data.tokenizer=gpt2), for configs without data
 
 
 def _heads_divide_width(m: "ModelConfig", p: str) -> Optional[str]:
@@ -36,8 +38,9 @@ class ModelConfig:
     n_head: Optional[int] = field(default=None, metadata=rule(ge=1))  # None: n_embd // head_dim
     n_embd: int = field(default=256, metadata=rule(ge=8))
     head_dim: int = field(default=64, metadata=rule(ge=8))
-    # GPT-2's 50257 padded to a multiple of 64; at least the tokenizer's (checked with data).
-    vocab_size: int = field(default=50304, metadata=rule(ge=1))
+    # None: the tokenizer's ids padded to a multiple of 64 (gpt2: 50304, bytes: 320), set by
+    # load_config from data.tokenizer (see with_vocab_size); else at least the tokenizer's.
+    vocab_size: Optional[int] = field(default=None, metadata=rule(ge=1))
     max_seq_len: int = field(default=1024, metadata=rule(ge=1))
     dropout: float = field(default=0.0, metadata=rule(ge=0, lt=1))
     weight_tying: bool = True
@@ -59,3 +62,16 @@ class ModelConfig:
             return 4 * self.n_embd
         hidden = int(2 * 4 * self.n_embd / 3)
         return -(-hidden // self.multiple_of) * self.multiple_of
+
+
+def padded_vocab(token_ids: int) -> int:
+    """The vocabulary for a tokenizer of `token_ids` ids, rounded up to VOCAB_MULTIPLE."""
+    return -(-token_ids // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def with_vocab_size(config: ModelConfig, token_ids: int = GPT2_TOKEN_IDS) -> ModelConfig:
+    """`config` with vocab_size an int: as set, else the tokenizer's `token_ids` padded
+    (by default GPT-2's, for a config built without a data config)."""
+    if config.vocab_size is not None:
+        return config
+    return replace(config, vocab_size=padded_vocab(token_ids))

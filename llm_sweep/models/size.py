@@ -5,7 +5,7 @@ MFU, tracking params, the bench, plan and report) comes from these two functions
 """
 from __future__ import annotations
 
-from llm_sweep.models.config import ModelConfig
+from llm_sweep.models.config import ModelConfig, with_vocab_size
 
 
 def param_count(config: ModelConfig, non_embedding: bool = False) -> int:
@@ -21,9 +21,10 @@ def param_count(config: ModelConfig, non_embedding: bool = False) -> int:
 
 
 def embedding_count(config: ModelConfig) -> int:
-    """The token embedding, and the LM head when it is not tied to it."""
+    """The token embedding, and the LM head when it is not tied to it (an unset vocab_size
+    counts as the default tokenizer's, as build_model reads it)."""
     tables = 1 if config.weight_tying else 2
-    return tables * config.vocab_size * config.n_embd
+    return tables * with_vocab_size(config).vocab_size * config.n_embd
 
 
 def position_count(config: ModelConfig) -> int:

@@ -14,13 +14,16 @@ from omegaconf import OmegaConf
 
 from llm_sweep.config import CONF_DIR
 from llm_sweep.errors import ConfigError
-from llm_sweep.models.config import ModelConfig
+from llm_sweep.models.config import ModelConfig, with_vocab_size
 from llm_sweep.models.size import flops_per_token, param_count
 from llm_sweep.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
 from llm_sweep.reporting.tables import markdown_table, ratio, si
 from llm_sweep.training.metrics import tokens_per_s_at_mfu
 
 MODEL_PRESETS = CONF_DIR / "model"
+# The default throughput source of plan and of a sweep's dry run: an MFU on a peak.
+DEFAULT_MFU = 0.36  # the seed run: wide3 at ~100k tokens/s on one A100
+DEFAULT_PEAK_FLOPS = 312e12  # A100 dense bf16
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def load_presets(names: Optional[Sequence[str]] = None, folder: Path = MODEL_PRE
     presets = []
     for name in names or files:
         values = OmegaConf.load(files[name]).model  # presets are `_global_`: keys under model:
-        presets.append(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), values)))
+        preset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), values))
+        presets.append(with_vocab_size(preset))  # GPT-2's: the presets train on gpt2 tokens
     return presets
 
 

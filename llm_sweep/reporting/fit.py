@@ -99,14 +99,18 @@ class Data:
 
 
 def points_from_runs(rows: Sequence[RunRow]) -> tuple[list[RunPoint], dict[str, int]]:
-    """The runs a fit can use, and how many of the others were left out and why."""
-    points, skipped = [], defaultdict(int)
+    """The runs a fit can use, and how many of the others were left out and why. A rerun of
+    a config with the same seed is not another sample of the noise: only its first counts."""
+    points, skipped, seen = [], defaultdict(int), set()
     for row in rows:
         if not row.finished:
             skipped["not finished"] += 1
         elif row.tokens is None or row.flops is None:
             skipped["no tokens or compute logged"] += 1
+        elif (row.config_key, row.seed) in seen:
+            skipped["reruns of a config with the same seed"] += 1
         else:
+            seen.add((row.config_key, row.seed))
             points.append(RunPoint(row.params, row.non_embedding_params, row.tokens, row.flops,
                                    row.val_loss, row.flops_budget, row.config_key))
     return points, dict(skipped)

@@ -4,8 +4,11 @@ constrain it, and what they leave open)."""
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
+
+import numpy as np
 
 from llm_sweep.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
 from llm_sweep.reporting.fit import (SEED_NON_EMBEDDING_PARAMS, SEED_TOKENS, collect, fit_scaling,
@@ -105,6 +108,37 @@ def _constants(three: dict) -> str:
     return "; ".join(parts) + "."
 
 
+def lr_grid(rows: Sequence[RunRow]) -> list[dict]:
+    """Per budget and shape run at several learning rates: the lrs, the best (lowest mean
+    final loss over its seeds) and whether it sits at an edge of the grid, where a better
+    one may lie beyond."""
+    losses: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.finished:
+            losses[(row.budget, row.shape, row.optimizer)][row.lr].append(row.val_loss)
+    grids = []
+    for (budget, (arch, n_layer, n_embd, _), optimizer), by_lr in sorted(losses.items()):
+        if len(by_lr) > 1:
+            lrs = sorted(by_lr)
+            best = min(lrs, key=lambda lr: np.mean(by_lr[lr]))
+            grids.append({"budget": budget, "shape": f"{n_layer} x {n_embd}", "arch": arch,
+                          "optimizer": optimizer, "lrs": lrs, "best_lr": best,
+                          "at_edge": best in (lrs[0], lrs[-1])})
+    return grids
+
+
+def _lr_lines(grids: list[dict]) -> list[str]:
+    if not grids:
+        return ["No shape was run at several learning rates in one budget: the lr is not checked here."]
+    lines = []
+    for grid in grids:
+        where = ("AT THE EDGE of its grid: a better lr may lie beyond, so this shape's loss may be "
+                 "overstated" if grid["at_edge"] else "inside its grid")
+        lines.append(f"- {grid['budget']}, {grid['shape']} ({grid['arch']}, {grid['optimizer']}): lr "
+                     f"{', '.join(f'{lr:g}' for lr in grid['lrs'])}; best {grid['best_lr']:g}, {where}")
+    return lines
+
+
 def fit_section(fit: dict) -> str:
     """Markdown for summary.md; every number with its interval or the reason it is withheld."""
     inputs, noise = fit["inputs"], fit["noise"]
@@ -138,6 +172,7 @@ def fit_section(fit: dict) -> str:
           f"{_optimum(at, NON_EMBEDDING, _unsure(non_emb)[1])}" for at in non_emb["approach3"]["at_compute"]),
         f"(The seed's run saw {NON_EMBEDDING['seed']:.1f} tokens per non-embedding parameter; "
         "Chinchilla's ~20 counts all parameters, so it is not compared here.)",
+        "", "### Learning rates", "", *_lr_lines(fit.get("lr_grid", [])),
         "", "Compute is flops_per_token x tokens (6 N plus attention, as MFU counts it). These are "
             "iso-FLOP views: how well each shape learns from a given compute, not how fast it runs.",
     ]
@@ -152,6 +187,7 @@ def write_fit(rows: Sequence[RunRow], out_dir: Path, summary: Path) -> tuple[Pat
         path.unlink(missing_ok=True)
     points, skipped = points_from_runs(rows)
     fit = fit_scaling(points, skipped=skipped)
+    fit["lr_grid"] = lr_grid(rows)
     (out_dir / "fit.json").write_text(json.dumps(fit, indent=2, allow_nan=False) + "\n")
     plot_isoflop(collect(points), fit, out_dir / "isoflop.png")
     plot_frontier(fit, out_dir / "frontier.png")

@@ -21,7 +21,7 @@ FINISHED = "FINISHED"
 NULLS = ("None", "null", "")  # how a param logged from None can read
 # The params that decide a run's result; runs equal in all of them but the seed are
 # repeats of one config, and their spread is the noise level.
-RESULT_PARAM_PREFIXES = ("model.", "optim.", "schedule.", "batch.", "budget.", "data.name")
+RESULT_PARAM_PREFIXES = ("model.", "optim.", "schedule.", "batch.", "budget.", "data.name", "data.tokenizer")
 PAGE_SIZE = 1000
 
 
@@ -128,12 +128,16 @@ def _parent_run(client: "MlflowClient", run_id: str) -> "Run":
 
 
 def budget_label(params: dict[str, str]) -> str:
-    """`3h`, `200 steps`, `1000000 tokens`, or several joined by ` / ` (the first to bind)."""
+    """`3h`, `200 steps`, `1000000 tokens`, `2e+12 FLOPs`, or several joined by ` / ` (the
+    first to bind)."""
     parts = []
     for key, unit in (("budget.time", ""), ("budget.steps", " steps"), ("budget.tokens", " tokens")):
         value = params.get(key, "None")
         if value not in NULLS:
             parts.append(f"{value}{unit}")
+    flops = _optional_float(params.get("budget.flops", "None"))
+    if flops is not None:
+        parts.append(f"{flops:.3g} FLOPs")
     return " / ".join(parts) or "none"
 
 

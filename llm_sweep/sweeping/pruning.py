@@ -6,6 +6,9 @@ trial, and the training loop passes the reporter as a sink. When the pruner give
 the trial, the reporter sets the run's StopRequest. The pruner settings travel in the
 study itself (a study user attribute), so the job prunes exactly as the sweep was
 configured.
+
+Progress is reported in tokens seen (optimizer steps x tokens per step), not in steps:
+trials with different batch sizes or budgets are compared at equal training tokens.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from llm_sweep.run_record import VAL_LOSS
-from llm_sweep.training.sinks import Sink
+from llm_sweep.training.sinks import RunInfo, Sink
 from llm_sweep.training.stop import PRUNED, StopRequest
 
 if TYPE_CHECKING:
@@ -23,20 +26,25 @@ if TYPE_CHECKING:
 TRIAL_ENV = "LLM_SWEEP_OPTUNA_TRIAL"
 STORAGE_ENV = "LLM_SWEEP_OPTUNA_STORAGE"
 STUDY_ENV = "LLM_SWEEP_OPTUNA_STUDY"
-PRUNER_ATTR = "llm_sweep.pruner"  # study user attribute: {"name": ..., "warmup_steps": ...}
-PRUNERS = ("none", "median", "hyperband")
+PRUNER_ATTR = "llm_sweep.pruner"  # study user attribute: {"name": ..., "min_resource": ...}
+PRUNERS = ("none", "median", "sha", "hyperband")
 
 
-def build_pruner(name: Optional[str] = None, warmup_steps: int = 0) -> "optuna.pruners.BasePruner":
-    """The pruner called `name` (none | median | hyperband); warmup applies to median."""
+def build_pruner(name: Optional[str] = None, min_resource: Optional[int] = None) -> "optuna.pruners.BasePruner":
+    """The pruner called `name` (none | median | sha | hyperband). `min_resource` is in
+    tokens, the unit jobs report progress in: no trial is compared before it has trained on
+    that many (median: its warm-up; sha, successive halving as in ASHA: its first rung, None
+    lets Optuna estimate it from the first finished trial; hyperband: its smallest bracket)."""
     import optuna
 
     if name is None or name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":
-        return optuna.pruners.MedianPruner(n_warmup_steps=warmup_steps)
+        return optuna.pruners.MedianPruner(n_warmup_steps=min_resource or 0)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource or "auto")
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
+        return optuna.pruners.HyperbandPruner(min_resource=min_resource or 1)
     raise ValueError(f"pruner={name!r} is not one of {', '.join(PRUNERS)}")
 
 
@@ -49,6 +57,10 @@ class OptunaPruningReporter(Sink):
     def __init__(self, trial: "optuna.Trial", stop: StopRequest) -> None:
         self.trial = trial
         self.stop = stop
+        self.tokens_per_step = 1  # until start(): progress counts steps
+
+    def start(self, info: RunInfo) -> None:
+        self.tokens_per_step = info.tokens_per_step
 
     @classmethod
     def from_env(cls, stop: StopRequest,
@@ -75,6 +87,8 @@ class OptunaPruningReporter(Sink):
         if self.metric not in metrics:
             return
         value = float(metrics[self.metric])
-        self.trial.report(value, step)
+        tokens = step * self.tokens_per_step
+        self.trial.report(value, tokens)
         if self.trial.should_prune():
-            self.stop.request(PRUNED, f"pruned at step {step} with {self.metric}={value:.4g}")
+            self.stop.request(PRUNED, f"pruned at step {step} ({tokens:,} tokens) with "
+                                      f"{self.metric}={value:.4g}")

@@ -30,7 +30,8 @@ QUOTES = "'\""
 # Override keys that say where or how a run is recorded, not what it trains.
 _UNNAMED_PREFIXES = ("hydra", "tracking", "data.cache_dir", "data.num_proc", "resume", "eval",
                      "checkpoint", "compile", "loss_chunks")
-_NAMED_BY_PRESET = ("model", "optim")  # already in the name as model.name and optim.name
+# already in the name as model.name (a shape names itself there too) and optim.name
+_NAMED_BY_PRESET = ("model", "optim", "shape")
 _TOP_LEVEL_VALUES = frozenset(key for key, value in vars(RunConfig()).items()
                               if not is_dataclass(value))  # seed, device, dtype, ...
 

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from llm_sweep.config import RunConfig
-from llm_sweep.run_record import METRICS_FILE, MLFLOW_RUN_FILE, SUMMARY_FILE, read_json, write_json
+from llm_sweep.run_record import (METRICS_FILE, MLFLOW_RUN_FILE, SUMMARY_FILE, WORLD_SIZE, read_json,
+                                  write_json)
 from llm_sweep.training.checkpoint import list_checkpoints
 from llm_sweep.training.sinks import RunInfo, Sink
 from llm_sweep.tracking.describe import (MAX_TAG_CHARS, JobContext, derived_params,
                                          experiment_name, flatten_params, run_name, run_tags)
 from llm_sweep.tracking.parent import SweepParent
+from llm_sweep.tracking.system_metrics import SystemMetrics
 from llm_sweep.tracking.loss_curve import plot_loss_curve
 from llm_sweep.tracking.metric_queue import BackgroundMetricLogger, MetricValue
 from llm_sweep.tracking.redact import redact
@@ -62,7 +64,7 @@ def start_mlflow_run(run: RunConfig, job: JobContext, run_dir: Path,
         return UntrackedRun(run, run_dir, reason)
     write_json(Path(run_dir) / MLFLOW_RUN_FILE,
                {"run_id": run_id, "tracking_uri": redact(uri), "config_hash": digest})
-    tracker = MlflowTracker(client, run_id, name, run, Path(run_dir))
+    tracker = MlflowTracker(client, run_id, name, run, Path(run_dir), uri)
     log.info("MLflow: run %r (%s) in experiment %s at %s", name, run_id, experiment_id, redact(uri))
     # Identical values may be logged again, so a continued run needs no special case.
     tracker.attempt("params", lambda: log_params(client, run_id, {
@@ -112,12 +114,14 @@ class MlflowTracker(Sink):
     `finish()` records the outcome."""
 
     def __init__(self, client: MlflowClient, run_id: str, name: str, run: RunConfig,
-                 run_dir: Path):
+                 run_dir: Path, uri: str):
         self.client = client
         self.run_id = run_id
         self.name = name
         self._run = run
         self._run_dir = run_dir
+        self._uri = uri
+        self._system: Optional[SystemMetrics] = None
         self._failed: list[str] = []  # what could not be logged, for the final warning
         self._first_error: Optional[str] = None
         self._metrics = BackgroundMetricLogger(self._send_metrics)
@@ -126,10 +130,15 @@ class MlflowTracker(Sink):
         return [self]
 
     def start(self, info: RunInfo) -> None:
-        """Tag where training runs, as the training setup resolved it."""
+        """Tag where training runs, as the training setup resolved it, and start sampling
+        the system's metrics (tracking.system_metrics)."""
         tags = {"device": info.device, "dtype": info.dtype, "compiled": str(info.compiled).lower()}
         self.attempt("tags", lambda: set_tags(self.client, self.run_id,
                                               {k: redact(v)[:MAX_TAG_CHARS] for k, v in tags.items()}))
+        self.attempt("params", lambda: log_params(self.client, self.run_id,
+                                                  {WORLD_SIZE: str(info.world_size)}))
+        if self._run.tracking.system_metrics and self._system is None:
+            self._system = SystemMetrics(self.run_id, self._uri)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self._metrics.log_metrics(metrics, step)
@@ -154,6 +163,8 @@ class MlflowTracker(Sink):
                error: Optional[str] = None) -> None:
         """Flush metrics, log the error, artifacts and loss curve, then set the status."""
         unsent = self._metrics.close(FLUSH_TIMEOUT_S)
+        if self._system is not None:
+            self.attempt("system metrics", self._system.stop)
         client, run_id = self.client, self.run_id
         if error:
             self.attempt("tag error", lambda: client.set_tag(run_id, "error",

@@ -31,8 +31,13 @@ def _override_params(overrides: list[str]) -> dict[str, str]:
     params = {}
     for override in overrides:
         key, _, value = redact(override).partition("=")
-        params[f"override.{_PARAM_KEY_CHARS.sub('_', key.lstrip('+~'))}"] = value
+        params[f"override.{_param_key(key)}"] = value
     return params
+
+
+def _param_key(key: str) -> str:
+    """An override's key as MLflow accepts it: `+shape` -> `shape`, `hydra/launcher` kept."""
+    return _PARAM_KEY_CHARS.sub("_", key.lstrip("+~"))
 
 
 def sweep_definition(config: DictConfig) -> dict[str, Any]:
@@ -70,7 +75,8 @@ def start_parent_run(config: DictConfig) -> Optional[SweepParent]:
             experiment_id, run_name=run_name, tags=tags)).info.run_id
         params = {"sweeper": str(definition["sweeper"]), "launcher": str(definition["launcher"]),
                   **_override_params(definition["overrides"]),
-                  **flatten_params(definition["search_space"], "search_space.")}
+                  **flatten_params({_param_key(str(key)): value for key, value in
+                                    definition["search_space"].items()}, "search_space.")}
         log_params(client, run_id, params)
         client.log_text(run_id, redact(OmegaConf.to_yaml(definition)), "sweep.yaml")
     except Exception as exc:  # the sweep runs anyway; its jobs are tracked without a parent

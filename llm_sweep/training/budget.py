@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Optional
 
 from llm_sweep.config import BudgetConfig
 
@@ -32,11 +33,18 @@ class Spent:
 
 
 class Budget:
-    """Progress in [0, 1] is the largest fraction spent of any budget that is set."""
+    """Progress in [0, 1] is the largest fraction spent of any budget that is set.
 
-    def __init__(self, cfg: BudgetConfig):
+    A FLOP budget counts tokens x `flops_per_token` (models.size.flops_per_token, the
+    count MFU uses), so it binds at a fixed token count and the schedule ends exactly there.
+    """
+
+    def __init__(self, cfg: BudgetConfig, flops_per_token: Optional[int] = None):
+        if cfg.flops is not None and not flops_per_token:
+            raise ValueError("budget.flops needs the model's flops_per_token")
         self.cfg = cfg
         self.time_s = cfg.time_s
+        self.flops_per_token = flops_per_token
 
     def elapsed_s(self, spent: Spent) -> float:
         """Seconds counted against `budget.time` (compile and eval only when asked)."""
@@ -51,6 +59,8 @@ class Budget:
             fractions["steps"] = spent.step / self.cfg.steps
         if self.cfg.tokens is not None:
             fractions["tokens"] = spent.tokens / self.cfg.tokens
+        if self.cfg.flops is not None:
+            fractions["flops"] = spent.tokens * self.flops_per_token / self.cfg.flops
         return fractions
 
     def progress(self, spent: Spent) -> float:

@@ -6,6 +6,7 @@ is requested -> final evaluation -> summary. Everything it measures goes to its 
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -15,9 +16,11 @@ import torch
 
 from llm_sweep.config import RunConfig
 from llm_sweep.errors import TrainingDiverged
-from llm_sweep.run_record import (ELAPSED_S, LR, METRICS_FILE, SUMMARY_FILE, TOKENS,
+from llm_sweep.hardware import peak_memory_bytes
+from llm_sweep.run_record import (ELAPSED_S, LR, METRICS_FILE, PEAK_MEM_GB, SUMMARY_FILE, TOKENS,
                                   TOKENS_PER_PARAM, TOKENS_PER_S, TRAIN_LOSS, VAL_ACC, VAL_LOSS,
                                   VAL_PPL, write_json)
+from llm_sweep.training.distributed import agree_max, mean_over_world
 from llm_sweep.training.metrics import MetricsWindow
 from llm_sweep.training.periodic import CheckpointSchedule, EvalSchedule, Every
 from llm_sweep.training.progress import ProgressBar
@@ -33,51 +36,65 @@ def train(run: RunConfig, run_dir: Path, sinks: Sequence[Sink] = (),
     """Train until the binding budget is spent; returns the summary, also in summary.json.
 
     A stop requested for another reason ends the run early: preempted (a checkpoint is
-    saved, then RunInterrupted) or pruned (RunPruned).
+    saved, then RunInterrupted) or pruned (RunPruned). Over several processes, rank 0 alone
+    writes and prints; every process takes each decision at the same step (`settle`).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stop = stop if stop is not None else StopRequest()
     parts = build_parts(run, run_dir)
-    sinks = [JsonlSink(run_dir / METRICS_FILE), *sinks]
+    main = parts.world.is_main
+    sinks = [JsonlSink(run_dir / METRICS_FILE), *sinks] if main else []
     announce(sinks, parts.info())
-    print(parts.describe(), flush=True)
-    window = MetricsWindow(parts.tokens_per_step, parts.flops_per_token, parts.peak_flops)
+    window = MetricsWindow(parts.tokens_per_step, parts.flops_per_token, parts.peak_flops,
+                           mean=functools.partial(mean_over_world, world=parts.world))
     logs, evals, saves = Every(run.tracking.log_interval), EvalSchedule(run.eval), CheckpointSchedule(run.checkpoint)
-    bar, spent, budget = ProgressBar(), parts.spent, parts.budget
-    first_step, step_s = spent.step, 0.0
-    while True:
-        if budget.done(spent):
-            stop.request(BUDGET)
-        if stop.requested:
-            break
-        lr = parts.set_lr(budget.progress_after_step(spent, parts.tokens_per_step, step_s))
+    bar, spent, first_step = ProgressBar(enabled=main), parts.spent, parts.spent.step
+    bar.write(parts.describe())
+    stopping, step_s = settle(parts, stop, 0.0)
+    while stopping is None:
+        lr = parts.set_lr(parts.budget.progress_after_step(spent, parts.tokens_per_step, step_s))
         compiling = parts.compiled and spent.step == first_step
         loss, seconds, extras = timed_step(parts, sync=compiling or logs.due(spent.step + 1))
         spent.add_step(parts.tokens_per_step, seconds, compiling)
         window.add(loss, seconds, timed=not compiling)
-        step_s = step_s if compiling else seconds
-        last = budget.done(spent)
-        bar.update(budget.progress(spent))
-        if logs.due(spent.step) or last:
+        stopping, step_s = settle(parts, stop, step_s if compiling else seconds)
+        bar.update(parts.budget.progress(spent))
+        if logs.due(spent.step) or stopping:
             log_train(parts, window, sinks, bar, {LR: lr, **extras})
-        if evals.due(spent.step, last):
-            metrics = run_eval(parts, sinks, run.eval.batches)
-            bar.write(f"step {spent.step}: " + format_eval(metrics))
+        if evals.due(spent.step, last=stopping is not None):
+            bar.write(f"step {spent.step}: " + format_eval(run_eval(parts, sinks, run.eval.batches)))
         if saves.due(spent.step):
             save_if_finite(parts, window, run_dir)
     bar.close()
     parts.batches.close()
-    if stop.reason == PREEMPTED and parts.saved_step != spent.step:
+    if stopping == PREEMPTED and parts.saved_step != spent.step:
         save_if_finite(parts, window, run_dir)
     stop.raise_if_interrupted(spent.step)
     final = run_eval(parts, [], run.eval.final_batches)
     parts.save(run_dir, final=True)
     summary = build_summary(parts, final)
     emit(sinks, final_metrics(summary, final), spent.step)
-    write_json(run_dir / SUMMARY_FILE, summary)
-    print(format_summary(summary), flush=True)
+    if main:
+        write_json(run_dir / SUMMARY_FILE, summary)
+        print(format_summary(summary), flush=True)
     return summary
+
+
+def settle(parts: TrainingParts, stop: StopRequest, step_s: float) -> tuple[Optional[str], float]:
+    """Whether, and why, the run stops now, and the step time that sets the next lr. Over
+    several processes they agree first, on the slowest clocks and on the highest stop
+    reason any of them has, so every rank decides the same at the same step."""
+    spent, budget = parts.spent, parts.budget
+    if budget.done(spent):
+        stop.request(BUDGET)
+    if parts.world.distributed:
+        code, spent.train_s, spent.compile_s, spent.eval_s, step_s = agree_max(
+            [stop.code, spent.train_s, spent.compile_s, spent.eval_s, step_s], parts.world)
+        stop.adopt(int(code))
+        if budget.done(spent):  # the agreed clocks may complete a time budget
+            stop.request(BUDGET)
+    return stop.reason, step_s
 
 
 def timed_step(parts: TrainingParts, sync: bool) -> tuple[torch.Tensor, float, dict[str, Any]]:
@@ -99,6 +116,8 @@ def log_train(parts: TrainingParts, window: MetricsWindow, sinks: Sequence[Sink]
     """Emit the window's train metrics with the run's progress; a non-finite loss ends the run."""
     spent = parts.spent
     metrics = window.flush()
+    (peak_bytes,) = agree_max([float(peak_memory_bytes(parts.device))], parts.world)
+    metrics[PEAK_MEM_GB] = peak_bytes / 2**30  # the largest of any process
     loss = metrics[TRAIN_LOSS]
     if not math.isfinite(loss):
         raise TrainingDiverged(f"train/loss became {loss} at step {spent.step}; "
@@ -112,8 +131,8 @@ def log_train(parts: TrainingParts, window: MetricsWindow, sinks: Sequence[Sink]
 def run_eval(parts: TrainingParts, sinks: Sequence[Sink], max_batches: Optional[int]) -> dict[str, float]:
     """Evaluate on the validation split (its time counted apart) and emit the result."""
     batch, start = parts.run.batch, time.perf_counter()
-    metrics = evaluate(parts.step_model, parts.splits.val, batch.micro_batch_size, batch.seq_len,
-                       parts.device, parts.autocast, max_batches)
+    metrics = evaluate(parts.eval_model, parts.splits.val, batch.micro_batch_size, batch.seq_len,
+                       parts.device, parts.autocast, max_batches, parts.world)
     parts.spent.eval_s += time.perf_counter() - start
     if not math.isfinite(metrics[VAL_LOSS]):
         raise TrainingDiverged(f"val/loss became {metrics[VAL_LOSS]} at step {parts.spent.step}")
@@ -128,7 +147,8 @@ def save_if_finite(parts: TrainingParts, window: MetricsWindow, run_dir: Path) -
     """Checkpoint, unless the last step's loss or a parameter is not finite: then the run
     stops and the last good checkpoint stays the newest."""
     last = window.last_loss
-    if (last is not None and not bool(torch.isfinite(last))) or not parameters_finite(parts.model):
+    finite = (last is None or bool(torch.isfinite(last))) and parameters_finite(parts.model)
+    if agree_max([0.0 if finite else 1.0], parts.world)[0]:  # non-finite on any process
         raise TrainingDiverged(f"train/loss became non-finite by step {parts.spent.step}; "
                                "the last good checkpoint is kept")
     parts.save(run_dir)

@@ -7,7 +7,7 @@ planner all use these functions.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from llm_sweep.run_record import MFU, STEP_MS, TOKENS_PER_S, TRAIN_LOSS
 
@@ -36,12 +36,16 @@ class MetricsWindow:
 
     The loss is summed on the device (no host sync per step). Steps that compile are
     left out of the timing, their tokens too, so tokens/s and MFU describe steady steps.
+    `tokens_per_step` and `peak_flops` are the whole run's (all processes): tokens/s is the
+    global batch over the step time, MFU against every device's peak.
     """
 
-    def __init__(self, tokens_per_step: int, flops_per_token: int, peak_flops: Optional[float]):
+    def __init__(self, tokens_per_step: int, flops_per_token: int, peak_flops: Optional[float],
+                 mean: Callable[[Any], Any] = lambda loss: loss):
         self.tokens_per_step = tokens_per_step
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops
+        self.mean = mean  # of a loss over the processes of a data-parallel run
         self.last_loss: Any = None  # the newest step's loss, a device tensor
         self._reset()
 
@@ -64,7 +68,7 @@ class MetricsWindow:
         """The window's metrics (one host sync), then an empty window."""
         metrics: dict[str, Optional[float]] = {}
         if self.steps:
-            metrics[TRAIN_LOSS] = float(self.loss_sum) / self.steps
+            metrics[TRAIN_LOSS] = float(self.mean(self.loss_sum)) / self.steps
         if self.timed_steps and self.seconds > 0:
             rate = tokens_per_s(self.timed_steps * self.tokens_per_step, self.seconds)
             metrics[TOKENS_PER_S] = rate

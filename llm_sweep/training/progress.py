@@ -8,6 +8,7 @@ BAR_FORMAT = "{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}{postfix}]"
 
 class ProgressBar:
     def __init__(self, enabled: bool = True):
+        self.enabled = enabled
         self._bar = tqdm(total=100, unit="%", desc="train", bar_format=BAR_FORMAT, disable=not enabled)
 
     def update(self, progress: float) -> None:
@@ -18,7 +19,8 @@ class ProgressBar:
         self._bar.set_postfix_str(f"loss {loss:.3f}{rate}", refresh=True)
 
     def write(self, line: str) -> None:
-        self._bar.write(line)
+        if self.enabled:
+            self._bar.write(line)
 
     def close(self) -> None:
         self._bar.close()

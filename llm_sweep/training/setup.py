@@ -22,6 +22,7 @@ from llm_sweep.optim import OptimizerHook, build_optimizer, lr_at, set_lr
 from llm_sweep.training.budget import Budget, Spent
 from llm_sweep.training.checkpoint import (latest_valid_checkpoint, load_checkpoint, model_state,
                                           rng_state, save_checkpoint, set_rng_state)
+from llm_sweep.training.distributed import World, join_world, wrap_for_ddp
 from llm_sweep.training.sinks import RunInfo
 from llm_sweep.training.steps import Autocast, Batch
 
@@ -34,12 +35,14 @@ class TrainingParts:
     autocast: Autocast
     splits: Splits
     model: CausalLM  # the module itself: checkpoints and the optimizer see it
-    step_model: nn.Module  # what the steps call: the compiled model or the module
+    step_model: nn.Module  # what the training step calls: compiled, and DDP over several processes
+    eval_model: nn.Module  # what evaluation calls: compiled or the module, never DDP
     compiled: bool
+    world: World  # this process among those training the run
     optimizer: torch.optim.Optimizer
     hook: OptimizerHook
     batches: StepPrefetcher  # the next step's micro-batches are sampled while this one computes
-    peak_flops: Optional[float]  # None: unknown device, MFU left blank
+    peak_flops: Optional[float]  # of all the run's devices; None: unknown device, MFU left blank
     budget: Budget
     spent: Spent
     resumed: bool
@@ -65,9 +68,12 @@ class TrainingParts:
         set_lr(self.optimizer, lr)
         return lr
 
-    def save(self, run_dir: Path, final: bool = False) -> Path:
+    def save(self, run_dir: Path, final: bool = False) -> None:
+        """Write a checkpoint (rank 0 alone writes; every process holds the same weights)."""
         self.saved_step = self.spent.step
-        return save_checkpoint(run_dir, self.spent.step, {
+        if not self.world.is_main:
+            return
+        save_checkpoint(run_dir, self.spent.step, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "spent": self.spent.to_dict(), "rng": rng_state(), "config": asdict(self.run),
             "final": final,
@@ -79,7 +85,8 @@ class TrainingParts:
             params=self.params,
             non_embedding_params=param_count(self.run.model, non_embedding=True),
             flops_per_token=self.flops_per_token, tokens_per_step=self.tokens_per_step,
-            peak_flops=self.peak_flops, resumed_at_step=self.spent.step if self.resumed else None)
+            peak_flops=self.peak_flops, world_size=self.world.world_size,
+            resumed_at_step=self.spent.step if self.resumed else None)
 
     def describe(self) -> str:
         """The line printed when training starts."""
@@ -88,17 +95,20 @@ class TrainingParts:
                 f"{info.tokens_per_step:,} tokens/step ({batch.micro_batch_size} x "
                 f"{batch.grad_accum} x {batch.seq_len}) | {info.device} {info.dtype}"
                 + (" compiled" if info.compiled else "")
+                + (f" | {info.world_size} processes (DDP)" if info.world_size > 1 else "")
                 + (f" | resumed at step {info.resumed_at_step}" if self.resumed else ""))
 
 
 def build_parts(run: RunConfig, run_dir: Path) -> TrainingParts:
     """Every part of the run, on its device, resumed when run.resume says so."""
-    device = resolve_device(run.device)
+    world = join_world(run.distributed.timeout_s)
+    micro_batches = world.micro_batches(run.batch.grad_accum)  # checked before any compute
+    device = world.device(resolve_device(run.device))
     configure_backends(device)
-    torch.manual_seed(run.seed)
-    random.seed(run.seed)
     dtype = resolve_dtype(device, run.dtype)
     splits = prepare_dataset(run.data)
+    torch.manual_seed(run.seed)  # the same initial weights on every process and every run
+    random.seed(run.seed)
     model = build_model(run.model).to(device)
     model.loss_chunks = run.loss_chunks
     optimizer, hook = build_optimizer(model, run.optim, run.batch.tokens_per_step, device.type)
@@ -109,15 +119,18 @@ def build_parts(run: RunConfig, run_dir: Path) -> TrainingParts:
         # test session) would count toward dynamo's recompile limit, a hard error below.
         torch.compiler.reset()
     # fullgraph: a graph break (on any device) fails loudly instead of running part eagerly.
-    step_model = torch.compile(model, mode=run.compile_mode, fullgraph=True) if compiled else model
+    eval_model = torch.compile(model, mode=run.compile_mode, fullgraph=True) if compiled else model
     sampler = BatchSampler(splits.train, run.batch.micro_batch_size, run.batch.seq_len,
                            seed=run.seed, device=device)
-    batches = StepPrefetcher(sampler, run.batch.grad_accum)
+    batches = StepPrefetcher(sampler, micro_batches)
+    peak = peak_flops(device, dtype, run.peak_flops)
     return TrainingParts(
         run=run, device=device, dtype=dtype, autocast=autocast_for(device, dtype), splits=splits,
-        model=model, step_model=step_model, compiled=compiled, optimizer=optimizer, hook=hook,
-        batches=batches, peak_flops=peak_flops(device, dtype, run.peak_flops),
-        budget=Budget(run.budget), spent=spent or Spent(), resumed=spent is not None)
+        model=model, step_model=wrap_for_ddp(eval_model, world, device), eval_model=eval_model,
+        compiled=compiled, world=world, optimizer=optimizer, hook=hook, batches=batches,
+        peak_flops=None if peak is None else peak * world.world_size,
+        budget=Budget(run.budget, flops_per_token(run.model, run.batch.seq_len)),
+        spent=spent or Spent(), resumed=spent is not None)
 
 
 def _checkpoint_to_resume(run: RunConfig, run_dir: Path) -> Optional[dict[str, Any]]:

@@ -21,7 +21,8 @@ class RunInfo:
     non_embedding_params: int
     flops_per_token: int
     tokens_per_step: int
-    peak_flops: Optional[float]  # None: unknown device, MFU left blank
+    peak_flops: Optional[float]  # of all the run's devices; None: unknown device, MFU left blank
+    world_size: int = 1  # processes training the run (data parallel)
     resumed_at_step: Optional[int] = None
 
 

@@ -2,6 +2,7 @@
 and the bench call the same functions."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, ContextManager, Optional, Sequence
 
@@ -11,18 +12,23 @@ from torch import Tensor, nn
 from llm_sweep.data import TokenShard, iter_eval_batches
 from llm_sweep.optim import OptimizerHook
 from llm_sweep.run_record import VAL_ACC, VAL_LOSS, VAL_PPL
+from llm_sweep.training.distributed import World, all_sum, no_sync_for
 
 Autocast = Callable[[], ContextManager]
 Batch = tuple[Tensor, Tensor]
 
 
 def forward_backward(model: nn.Module, batches: Sequence[Batch], autocast: Autocast) -> Tensor:
-    """Accumulate gradients over micro-batches; returns the mean loss as a device tensor."""
+    """Accumulate gradients over micro-batches; returns the mean loss as a device tensor.
+    Under DDP the gradients are all-reduced once, with the last micro-batch's backward."""
     total = torch.zeros((), device=batches[0][0].device)
-    for x, y in batches:
-        with autocast():
-            _, loss = model(x, y, return_logits=False)  # the fused head + loss
-        (loss / len(batches)).backward()
+    no_sync = no_sync_for(model)
+    for index, (x, y) in enumerate(batches):
+        last = index == len(batches) - 1
+        with contextlib.nullcontext() if last else no_sync():
+            with autocast():
+                _, loss = model(x, y, return_logits=False)  # the head + loss (loss_chunks)
+            (loss / len(batches)).backward()
         total += loss.detach()
     return total / len(batches)
 
@@ -38,22 +44,22 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, hook: Opt
 
 @torch.no_grad()
 def evaluate(model: nn.Module, shard: TokenShard, micro_batch_size: int, seq_len: int,
-             device: torch.device, autocast: Autocast, max_batches: Optional[int]) -> dict[str, float]:
-    """Mean next-token loss and argmax accuracy over fixed windows of the validation split."""
+             device: torch.device, autocast: Autocast, max_batches: Optional[int],
+             world: World = World()) -> dict[str, float]:
+    """Mean next-token loss and argmax accuracy over fixed windows of the validation split.
+    Over several processes each evaluates its share of the windows and the sums are reduced."""
     model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    count = 0
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss x tokens, correct, tokens
     for x, y in iter_eval_batches(shard, micro_batch_size, seq_len, max_batches=max_batches,
-                                  device=device):
+                                  device=device, rank=world.rank, world_size=world.world_size):
         with autocast():
             logits, loss = model(x, y)
-        loss_sum += loss.double() * y.numel()
-        correct += (logits.argmax(dim=-1) == y).sum()
-        count += y.numel()
+        sums += torch.stack([loss.double() * y.numel(), (logits.argmax(dim=-1) == y).sum().double(),
+                             torch.tensor(float(y.numel()), device=device, dtype=torch.float64)])
     model.train()
-    loss = (loss_sum / count).item()
-    return {VAL_LOSS: loss, VAL_PPL: math.exp(min(loss, 700.0)), VAL_ACC: correct.item() / count}
+    loss_sum, correct, count = all_sum(sums.cpu(), world).tolist()
+    loss = loss_sum / count
+    return {VAL_LOSS: loss, VAL_PPL: math.exp(min(loss, 700.0)), VAL_ACC: correct / count}
 
 
 def parameters_finite(model: nn.Module) -> bool:

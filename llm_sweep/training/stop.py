@@ -12,7 +12,9 @@ from typing import Optional
 BUDGET = "budget"  # the binding budget is spent: final evaluation and summary
 PREEMPTED = "preempted"  # a preemption or pre-timeout signal: checkpoint, then RunInterrupted
 PRUNED = "pruned"  # the sweep's pruner stopped the trial: RunPruned, nothing saved
-REASONS = (BUDGET, PREEMPTED, PRUNED)
+# By precedence, lowest first: when processes agree on a stop, the highest reason any of
+# them has wins (a preempted run must save its checkpoint, whatever else is due).
+REASONS = (BUDGET, PRUNED, PREEMPTED)
 
 
 class RunInterrupted(Exception):
@@ -39,6 +41,17 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self.reason is not None
+
+    @property
+    def code(self) -> int:
+        """0 for no stop, else 1 + the reason's precedence (what processes agree on)."""
+        return 0 if self.reason is None else 1 + REASONS.index(self.reason)
+
+    def adopt(self, code: int) -> None:
+        """Take the reason the processes agreed on (the highest code among them)."""
+        if code > self.code:
+            self.reason = REASONS[int(code) - 1]
+            self.detail = self.detail or "on another process"
 
     def raise_if_interrupted(self, step: int) -> None:
         """Turn a stop that is not the budget's into the exception the job reports."""

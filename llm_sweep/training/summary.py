@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from llm_sweep.run_record import (FINAL_TOKENS, FINAL_TOKENS_PER_PARAM, FINAL_VAL_ACC,
+from llm_sweep.run_record import (FINAL_FLOPS, FINAL_TOKENS, FINAL_TOKENS_PER_PARAM, FINAL_VAL_ACC,
                                   FINAL_VAL_LOSS, FINAL_VAL_PPL, VAL_ACC, VAL_LOSS, VAL_PPL)
 from llm_sweep.training.metrics import mfu, tokens_per_s
 from llm_sweep.training.setup import TrainingParts
@@ -19,6 +19,7 @@ def build_summary(parts: TrainingParts, final: dict[str, float]) -> dict[str, An
         "non_embedding_params": info.non_embedding_params,
         "flops_per_token": info.flops_per_token, "tokens_per_step": info.tokens_per_step,
         "steps": spent.step, "tokens": spent.tokens, "tokens_per_param": spent.tokens / info.params,
+        "flops": spent.tokens * info.flops_per_token,
         "tokens_per_s": rate, "mfu": mfu(rate, info.flops_per_token, info.peak_flops),
         "binding_budget": parts.budget.binding(spent), "device": info.device,
         "time_s": {"compile": spent.compile_s, "train": spent.train_s, "eval": spent.eval_s},
@@ -30,7 +31,7 @@ def final_metrics(summary: dict[str, Any], final: dict[str, float]) -> dict[str,
     """The last evaluation under its own names and as the run's final/* metrics."""
     return {**final, FINAL_VAL_LOSS: summary["val_loss"], FINAL_VAL_PPL: summary["val_ppl"],
             FINAL_VAL_ACC: summary["val_acc"], FINAL_TOKENS: summary["tokens"],
-            FINAL_TOKENS_PER_PARAM: summary["tokens_per_param"]}
+            FINAL_TOKENS_PER_PARAM: summary["tokens_per_param"], FINAL_FLOPS: summary["flops"]}
 
 
 def _percent(value: Optional[float]) -> str:
@@ -44,7 +45,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"model      {s['model']} ({s['arch']}), {s['params']:,} params "
         f"({s['non_embedding_params']:,} non-embedding)",
         f"tokens     {s['tokens']:,} in {s['steps']:,} steps, {s['tokens_per_param']:.3f} tokens/param"
-        f" ({s['binding_budget']} budget bound)",
+        f", {s['flops']:.3g} FLOPs ({s['binding_budget']} budget bound)",
         f"speed      {s['tokens_per_s']:,.0f} tokens/s, MFU {_percent(s['mfu'])} on {s['device']}",
         f"wall time  compile {t['compile']:.1f}s | train {t['train']:.1f}s | eval {t['eval']:.1f}s",
         f"final val  loss {s['val_loss']:.4f} | ppl {s['val_ppl']:.2f} | acc {s['val_acc']:.4f}",

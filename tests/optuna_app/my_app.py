@@ -1,11 +1,13 @@
 """A tiny Hydra app for the Optuna sweeper tests: returns (x - 2)^2 + y^2.
 
 Like the training job, it reports `val/loss` at each step to the pruning reporter and,
-when pruned, writes status.json {"status": "pruned"} and returns NaN.
+when pruned, writes status.json {"status": "pruned"} and returns NaN. A trial that is not
+pruned sleeps `sleep` seconds before it returns: a slow trial.
 """
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import hydra
@@ -25,6 +27,7 @@ def main(cfg: DictConfig) -> float:
         status = Path(HydraConfig.get().runtime.output_dir) / "status.json"
         status.write_text(json.dumps({"status": "pruned"}))
         return float("nan")
+    time.sleep(cfg.sleep)
     return loss
 
 

@@ -1,0 +1,93 @@
+"""Asynchronous trials: `n_jobs` in flight, each slot refilled as soon as its trial ends.
+
+A batch waits for its slowest trial, and a pruned trial leaves its slot idle until the
+batch ends. Here the sweeper keeps a submitit job handle per running trial; when a job
+ends (finished, failed or pruned) its result is told to the study and the next trial is
+asked for and submitted at once. Trial numbers are job numbers, so the job directories of
+a continued study never overwrite earlier ones.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import optuna
+from hydra.core.utils import JobReturn
+
+from hydra_plugins.llm_sweep_optuna._submit import SubmititJobs
+from hydra_plugins.llm_sweep_optuna._trials import StudyTrials
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    trial: optuna.Trial
+    job: Any = None  # the submitit handle; None until submitted
+
+
+def run_async(trials: StudyTrials, jobs: SubmititJobs, n_jobs: int, to_run: int,
+              deadline: Optional[float]) -> List[JobReturn]:
+    """Run `to_run` trials, `n_jobs` at a time, until done, the deadline (time.monotonic)
+    passes or too many fail; returns the jobs' results in trial order.
+
+    No trial starts after the deadline, nor while the failure rate is above the limit once
+    `n_jobs` trials have finished (running ones still finish and count). Whatever ends the
+    sweep early (Ctrl-C, a launcher error), every trial it started is recorded: its result
+    if its job had ended, else FAIL, with its job cancelled.
+    """
+    running: Dict[int, Running] = {}
+    returns: Dict[int, JobReturn] = {}
+    launched = 0
+    try:
+        while True:
+            while (len(running) < n_jobs and launched < to_run and not past(deadline)
+                   and not trials.failures.exceeded(min_finished=min(n_jobs, to_run))):
+                launched += 1
+                start(trials, jobs, running)
+            if not running:
+                break
+            for number in jobs.wait_any({n: r.job for n, r in running.items()}):
+                entry = running.pop(number)
+                returns[number] = jobs.result(entry.job)
+                trials.record(entry.trial, returns[number])
+    except BaseException as error:
+        abandon(trials, jobs, running, error)
+        raise
+    if launched < to_run and past(deadline):
+        log.info("Timeout: %d of %d trials started before the sweep's time ran out", launched, to_run)
+    return [returns[n] for n in sorted(returns)]
+
+
+def start(trials: StudyTrials, jobs: SubmititJobs, running: Dict[int, Running]) -> None:
+    trial = trials.ask()
+    entry = running[trial.number] = Running(trial)  # recorded FAIL if the submission fails
+    entry.job = jobs.submit(trials.job_overrides(trial), job_num=trial.number)
+
+
+def abandon(trials: StudyTrials, jobs: SubmititJobs, running: Dict[int, Running],
+            error: BaseException) -> None:
+    """Record every running trial: the result of a job that has ended, else FAIL (and
+    cancel the job), so the study holds no RUNNING trial and a rerun continues it."""
+    if isinstance(error, KeyboardInterrupt):
+        reason = "interrupted: the sweep was stopped before this trial ended"
+    else:
+        reason = f"launcher: {type(error).__name__}: {error}"
+    failed = []
+    for number, entry in running.items():
+        if entry.job is not None and jobs.has_result(entry.job):
+            trials.record(entry.trial, jobs.result(entry.job))
+            continue
+        if entry.job is not None:
+            jobs.cancel(entry.job)
+        trials.fail(entry.trial, reason)
+        failed.append(number)
+    if failed:
+        log.warning("Sweep stopped (%s): trial(s) %s recorded FAIL, their jobs cancelled",
+                    type(error).__name__, failed)
+
+
+def past(deadline: Optional[float]) -> bool:
+    return deadline is not None and time.monotonic() >= deadline

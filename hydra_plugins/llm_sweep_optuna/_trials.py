@@ -1,0 +1,116 @@
+"""What the batched and the asynchronous sweeps share: how many trials to run, a trial's
+job overrides, a job's result recorded in its trial, and the count of failed trials."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional
+
+import optuna
+from hydra.core.utils import JobReturn
+from hydra.errors import CompactHydraException
+from optuna.trial import TrialState
+
+from hydra_plugins.llm_sweep_optuna._outcome import trial_outcome
+from hydra_plugins.llm_sweep_optuna._search_space import SearchSpace, format_value
+from llm_sweep.sweeping.pruning import STORAGE_ENV, STUDY_ENV, TRIAL_ENV
+
+log = logging.getLogger(__name__)
+
+# RUNNING too: a sweep starts by marking FAIL the trials an interrupted one left running.
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+
+
+class TooManyFailedTrials(CompactHydraException):
+    """More of this sweep's trials failed than `max_failure_rate` allows (Hydra prints it as one message)."""
+
+
+def trials_to_run(n_trials: int, sampler: str, space: SearchSpace,
+                  trials: List[optuna.trial.FrozenTrial]) -> int:
+    """Trials this sweep starts: up to `n_trials` in the study (those done, or left
+    RUNNING, count), no more than the grid points left for the grid sampler."""
+    done = [t for t in trials if t.state in COUNTED]
+    to_run = max(n_trials - len(done), 0)
+    if sampler == "grid":
+        to_run = min(to_run, space.grid_points_left(done))
+    return to_run
+
+
+@dataclass
+class FailureCount:
+    max_rate: float
+    finished: int = 0
+    failed: int = 0
+    last_error: Optional[str] = None
+
+    def add(self, error: Optional[str]) -> None:
+        self.finished += 1
+        if error is not None:
+            self.failed, self.last_error = self.failed + 1, error
+
+    def exceeded(self, min_finished: int = 0) -> bool:
+        """More than `max_rate` of the finished trials failed, once `min_finished` have."""
+        return (self.finished >= min_finished and self.failed > 0
+                and self.failed / self.finished > self.max_rate)
+
+    def error(self, study: optuna.Study, storage: Optional[str]) -> TooManyFailedTrials:
+        where = f"is saved in {storage}" if storage else "was in memory and is lost"
+        return TooManyFailedTrials(
+            f"{self.failed} of {self.finished} trials failed in this sweep, above "
+            f"max_failure_rate={self.max_rate}; last error: {self.last_error} "
+            f"(each FAIL trial has its 'error' attribute). Study '{study.study_name}' {where}.")
+
+
+class StudyTrials:
+    """Asks the study for trials, gives each its job overrides, and records each job's result."""
+
+    def __init__(self, study: optuna.Study, space: SearchSpace, storage: Optional[str],
+                 max_failure_rate: float) -> None:
+        self.study = study
+        self.space = space
+        self.storage = storage
+        self.failures = FailureCount(max_failure_rate)
+
+    def ask(self) -> optuna.Trial:
+        return self.study.ask(self.space.distributions)
+
+    def job_overrides(self, trial: optuna.Trial) -> List[str]:
+        """The trial's sampled overrides, and its identity for the pruning reporter. The
+        identity travels in `hydra.job.env_set`, so a requeued job reports to the same trial."""
+        overrides = self.space.trial_overrides(trial.params)
+        trial.set_user_attr("overrides", overrides)
+        if self.storage is None:  # an in-memory study cannot be reached from a job
+            return overrides
+        env = "++hydra.job.env_set"  # ++: add the key, or replace one the user set
+        return [*overrides, f"{env}.{TRIAL_ENV}={trial.number}",
+                f"{env}.{STORAGE_ENV}={format_value(self.storage)}",
+                f"{env}.{STUDY_ENV}={format_value(self.study.study_name)}"]
+
+    def record(self, trial: optuna.Trial, ret: JobReturn) -> None:
+        """Tell the study how the trial's job ended, and count a failure."""
+        outcome = trial_outcome(ret)
+        if ret.hydra_cfg is not None:
+            trial.set_user_attr("output_dir", str(ret.hydra_cfg.hydra.runtime.output_dir))
+        if outcome.error is not None:
+            trial.set_user_attr("error", outcome.error)
+            log.warning("Trial %d failed: %s", trial.number, outcome.error)
+        elif outcome.state == TrialState.PRUNED:
+            log.info("Trial %d pruned", trial.number)
+        tell(self.study, trial, outcome.state, outcome.value)
+        self.failures.add(outcome.error)
+
+    def fail(self, trial: optuna.Trial, error: str) -> None:
+        """Record FAIL a trial whose job did not run to its end (launcher error, interrupt)."""
+        trial.set_user_attr("error", error)
+        tell(self.study, trial, TrialState.FAIL)
+
+
+def tell(study: optuna.Study, trial: optuna.Trial | int, state: TrialState,
+         value: Optional[float] = None) -> None:
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as error:
+        # GridSampler calls study.stop() once every grid point is done; outside
+        # study.optimize() that raises, after the trial has been stored.
+        if not (isinstance(study.sampler, optuna.samplers.GridSampler) and "Study.stop" in str(error)):
+            raise

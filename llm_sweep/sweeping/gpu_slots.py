@@ -1,0 +1,91 @@
+"""One GPU per trial when a sweep runs its trials as local processes on a multi-GPU machine.
+
+submitit's local executor gives every job the same GPUs (the first `gpus_per_node`), so
+without this every concurrent trial would train on GPU 0. Each trial instead claims
+`distributed.gpus_per_trial` free GPUs among those it can see, through a lock file per GPU
+in the machine's temporary folder, and narrows CUDA_VISIBLE_DEVICES to them before CUDA
+starts. When none is free it waits; the locks go with the process, however it ends.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Optional, Sequence
+
+LOCK_DIR = Path(tempfile.gettempdir()) / f"llm_sweep-gpu-slots-{os.getuid()}"
+POLL_S = 2.0
+
+
+class GpuSlots:
+    """Exclusive claims on GPUs of this machine, by their ids as CUDA_VISIBLE_DEVICES names them."""
+
+    def __init__(self, devices: Sequence[str], lock_dir: Optional[Path] = None):
+        self.devices = list(devices)
+        self.lock_dir = Path(lock_dir or LOCK_DIR)
+        self.held: list[IO] = []
+
+    def _try(self, device: str) -> Optional[IO]:
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_dir / f"gpu-{device}.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle
+
+    def claim(self, count: int, poll_s: float = POLL_S) -> list[str]:
+        """`count` free devices, waiting until that many are free at once."""
+        if count > len(self.devices):
+            raise ValueError(f"distributed.gpus_per_trial={count} but this job sees "
+                             f"{len(self.devices)} GPU(s): {','.join(self.devices)}")
+        waited = False
+        while True:
+            for device in self.devices:
+                handle = self._try(device) if len(self.held) < count else None
+                if handle is not None:
+                    self.held.append(handle)
+            if len(self.held) == count:
+                return [Path(h.name).stem.removeprefix("gpu-") for h in self.held]
+            self.release()  # all or nothing: never sit on part of a claim
+            if not waited:
+                print(f"waiting for {count} free GPU(s) of {','.join(self.devices)}",
+                      file=sys.stderr, flush=True)
+                waited = True
+            time.sleep(poll_s)
+
+    def release(self) -> None:
+        for handle in self.held:
+            handle.close()  # closing the file drops its lock
+        self.held = []
+
+
+_CLAIMED: Optional[GpuSlots] = None  # held for the life of the process
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use: CUDA_VISIBLE_DEVICES, else every GPU NVML counts."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [device for device in listed.split(",") if device.strip()]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def claim_gpus_for_trial(gpus_per_trial: int) -> None:
+    """Under submitit's local executor (the local_parallel launcher), narrow this trial's
+    CUDA_VISIBLE_DEVICES to GPUs no other running trial holds; elsewhere do nothing (Slurm
+    gives each job its own GPUs; a plain run keeps what it was given)."""
+    global _CLAIMED
+    if os.environ.get("SUBMITIT_EXECUTOR") != "local" or _CLAIMED is not None:
+        return
+    devices = visible_gpus()
+    if len(devices) <= gpus_per_trial:
+        return  # nothing to share: a CPU-only machine, or exactly this trial's GPUs
+    _CLAIMED = GpuSlots(devices)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(_CLAIMED.claim(gpus_per_trial))
