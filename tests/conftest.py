@@ -10,6 +10,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Under pytest-xdist (`-n 2` on 2 cores) each worker and the processes it starts compute on
+# one thread: two workers of two threads each would oversubscribe the cores. A test that
+# needs more sets OMP_NUM_THREADS for its own process.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Tiny shapes that train in seconds on 2 CPU cores.
 TINY = [
     "model.n_layer=1", "model.n_embd=64", "model.head_dim=64",
@@ -21,8 +27,14 @@ TINY = [
 
 @pytest.fixture(scope="session", autouse=True)
 def token_cache(tmp_path_factory) -> Path:
-    """Point every run (in-process and subprocess) at one session-wide token cache."""
-    cache = Path(os.environ.get("LLM_SWEEP_TEST_CACHE") or tmp_path_factory.mktemp("token_cache"))
+    """Point every run (in-process and subprocess) at one session-wide token cache. Under
+    pytest-xdist (`-n 2`) the workers share it: the cache's own file lock makes the first
+    one to need a shard write it and the other wait for it."""
+    shared = os.environ.get("LLM_SWEEP_TEST_CACHE")
+    if shared is None and os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = str(tmp_path_factory.getbasetemp().parent / "token_cache")
+    cache = Path(shared) if shared else tmp_path_factory.mktemp("token_cache")
+    cache.mkdir(parents=True, exist_ok=True)
     os.environ["LLM_SWEEP_CACHE"] = str(cache)
     return cache
 

@@ -1,6 +1,7 @@
 """Named sweeps and the Optuna sweeper driving the real training app."""
 from __future__ import annotations
 
+import functools
 import math
 
 import optuna
@@ -28,6 +29,7 @@ def test_every_named_sweep_composes_with_its_search_space(name):
         (16, 1, 128) if scale == "cpu" else (64, 4, 512))
 
 
+@functools.lru_cache(maxsize=None)
 def iso_flop_runs(name: str) -> dict[float, list]:
     """Every run of an iso-FLOP sweep's grid, typed: {budget: [RunConfig per shape]}."""
     from llm_sweep.config import load_config

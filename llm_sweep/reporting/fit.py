@@ -258,8 +258,11 @@ def surface_optimum(theta: np.ndarray, ln_c: float, per_token: np.ndarray) -> np
 # --- Both, with the bootstrap -------------------------------------------------------
 
 def _interval(samples: np.ndarray) -> list[Optional[float]]:
-    samples = samples[np.isfinite(samples)]
-    return [float(q) for q in np.percentile(samples, [2.5, 97.5])] if len(samples) else [None, None]
+    """The 95% interval; NaN (a failed refit) is left out, an infinite bound is None."""
+    samples = samples[~np.isnan(samples)]
+    if not len(samples):
+        return [None, None]
+    return [float(q) if np.isfinite(q) else None for q in np.percentile(samples, [2.5, 97.5])]
 
 
 def _constrained(value: float, ci: list, failed: float) -> bool:
@@ -285,10 +288,12 @@ def _at_compute(label: str, ln_c: float, ln_n: float, ln_n_samples: np.ndarray, 
     """The optimum at one compute: N, D and tokens per parameter with intervals."""
     tpp = lambda u: np.exp(ln_c - per_token[0] - (per_token[1] + 1) * u)
     lo, hi = budget_range
+    with np.errstate(over="ignore"):  # a wild resample far outside: inf, beyond any interval
+        n_samples, tpp_samples = np.exp(ln_n_samples), tpp(ln_n_samples)
     outside = max(lo / np.exp(ln_c), np.exp(ln_c) / hi, 1.0)
     return {"label": label, "C": float(np.exp(ln_c)), "N_opt": _number(np.exp(ln_n)),
-            "N_opt_ci": _interval(np.exp(ln_n_samples)), "D_opt": _number(tpp(ln_n) * np.exp(ln_n)),
-            "tokens_per_param": _number(tpp(ln_n)), "tokens_per_param_ci": _interval(tpp(ln_n_samples)),
+            "N_opt_ci": _interval(n_samples), "D_opt": _number(tpp(ln_n) * np.exp(ln_n)),
+            "tokens_per_param": _number(tpp(ln_n)), "tokens_per_param_ci": _interval(tpp_samples),
             "extrapolation": bool(outside > 1.0), "outside_range_factor": float(outside)}
 
 

@@ -74,12 +74,26 @@ def _optima_table(fit: dict) -> list[str]:
     return lines
 
 
+def _budget_interval(b: dict) -> str:
+    """A budget's tokens/param interval and where ~6 and ~20 fall; flagged when it is wider
+    than the value (then it does not constrain the ratio)."""
+    ci = b.get("tokens_per_param_ci", [None, None])
+    if b["N_opt"] is None or None in ci:
+        return "-"
+    lo, hi = ci
+    places = ", ".join(f"~{value:.0f} {'inside' if lo <= value <= hi else 'below it' if value < lo else 'above it'}"
+                       for value in TOTAL.values())
+    wide = "" if _narrow(b["tokens_per_param"], ci) else "; wider than the value: not constrained"
+    return f"{_number(lo)} to {_number(hi)} ({places}{wide})"
+
+
 def _budget_table(budgets: list[dict]) -> list[str]:
-    lines = ["| C (FLOPs) | runs | N_opt | D_opt | tokens/param | min loss | minimum |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| C (FLOPs) | runs | N_opt | D_opt | tokens/param | its 95% CI (seed ~6, Chinchilla ~20) "
+             "| min loss | minimum |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for b in budgets:
-        cells = ["-"] * 4 if b["N_opt"] is None else [
-            si(b["N_opt"]), si(b["D_opt"]), ratio(b["tokens_per_param"]),
+        cells = ["-"] * 5 if b["N_opt"] is None else [
+            si(b["N_opt"]), si(b["D_opt"]), ratio(b["tokens_per_param"]), _budget_interval(b),
             "-" if b["loss_min"] is None else f"{b['loss_min']:.4f}"]
         located = "located" if b["constrained"] else f"not located: {b['reason']}"
         lines.append("| " + " | ".join([f"{b['C']:.3g}", str(b["runs"]), *cells, located]) + " |")

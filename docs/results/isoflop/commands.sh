@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The iso-FLOP study of docs/results/README.md, from an empty directory (MLflow: ./mlflow.db).
+set -euo pipefail
+export OMP_NUM_THREADS=1
+# the grid: 6 shapes x 3 budgets (1e12, 2.5e12, 6.25e12 FLOPs)
+python -m llm_sweep --multirun +sweep=isoflop_cpu
+# the smallest shapes, at the budgets where they see the corpus at most 4 times
+python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=1e12,2.5e12 +shape=1x24,1x32
+python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=1e12 +shape=1x16
+# the learning-rate grids at the smallest budget (each shape's best is in conf/shape/)
+python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=1e12 optim.lr=1e-3,3e-3,1e-2 \
+    +shape=1x32,1x48,1x64,2x64,1x128,2x128,3x128
+python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=1e12 +shape=1x128 optim.lr=3e-4
+python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=1e12 +shape=1x32,1x48 optim.lr=3e-2
+python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=1e12 +shape=1x16,1x24 optim.lr=1e-2,3e-2,1e-1
+python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=1e12 +shape=1x32 optim.lr=1e-1
+# two more seeds of the two shapes nearest each budget's minimum
+python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=1e12 +shape=1x32,1x48 seed=1,2
+python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=2.5e12 +shape=2x64,1x48 seed=1,2
+python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=6.25e12 +shape=2x64,2x128 seed=1,2
+python -m llm_sweep.report --experiment isoflop_cpu --fit --out report/isoflop
+python -m llm_sweep.plan --fit report/isoflop/fit.json --flops 1e13 --tokenizer bytes --seq-len 128
