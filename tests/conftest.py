@@ -16,9 +16,10 @@ REPO = Path(__file__).resolve().parent.parent
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# Tiny shapes that train in seconds on 2 CPU cores.
+# Tiny shapes that train in seconds on 2 CPU cores; UTF-8 bytes keep the embedding at 320
+# rows (GPT-2's 50304 would be most of the model and of every step).
 TINY = [
-    "model.n_layer=1", "model.n_embd=64", "model.head_dim=64",
+    "data.tokenizer=bytes", "model.n_layer=1", "model.n_embd=64", "model.head_dim=64",
     "batch.micro_batch_size=4", "batch.grad_accum=1", "batch.seq_len=32",
     "budget.time=null", "budget.steps=6", "eval.interval=0", "eval.batches=2",
     "eval.final_batches=2", "tracking=none", "compile=false",

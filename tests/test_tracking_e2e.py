@@ -126,7 +126,7 @@ def test_a_run_logs_params_metrics_tags_artifacts_in_the_default_store(tmp_path)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert run.info.status == "FINISHED"
-    assert run.info.run_name.startswith("tiny-adamw-n_layer1-n_embd64-")
+    assert run.info.run_name.startswith("tiny-adamw-tokenizerbytes-n_layer1-n_embd64-"), run.info.run_name
     assert "-steps6" in run.info.run_name and "batches" not in run.info.run_name  # eval.* left out
     params, tags = run.data.params, run.data.tags
     overridden = dict(override.split("=", 1) for override in TRACKED_TINY)
