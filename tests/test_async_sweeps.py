@@ -247,18 +247,23 @@ def test_ctrl_c_records_every_started_trial_and_a_rerun_continues(tmp_path: Path
     cmd = [sys.executable, str(APP), "--multirun", "hydra/sweeper=optuna", *LOCAL, "sleep=60",
            f"hydra.sweeper.storage={storage_of(tmp_path)}", f"hydra.sweep.dir={tmp_path}/sweep",
            "x=interval(0,4)", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
-    sweeper = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output to a file: submitit's local job controllers inherit the sweeper's stdout, and a
+    # pipe would stay open until the last of them has exited.
+    log = tmp_path / "sweeper.log"
+    with log.open("w") as out:
+        sweeper = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240  # a wait, not a speed limit: a busy machine starts jobs late
         while len(list((tmp_path / "sweep").glob("[01]/.hydra"))) < 2:  # both jobs are running
-            assert sweeper.poll() is None, f"the sweeper ended early: {sweeper.communicate()[0][-3000:]}"
+            assert sweeper.poll() is None, f"the sweeper ended early: {log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, "the jobs never started"
             time.sleep(0.2)
         sweeper.send_signal(signal.SIGINT)
-        output, _ = sweeper.communicate(timeout=60)
+        sweeper.wait(timeout=120)
     finally:
         if sweeper.poll() is None:
             sweeper.kill()
+    output = log.read_text()
     assert sweeper.returncode != 0
     trials = trials_of(tmp_path)
     assert [t.state for t in trials] == [TrialState.FAIL] * 2, output[-3000:]
