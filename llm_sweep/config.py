@@ -95,6 +95,8 @@ class EvalConfig:
 class CheckpointConfig:
     # Optimizer steps between checkpoints; 0: only at the end.
     interval: int = field(default=0, metadata=rule(ge=0))
+    # Save the trained model at the end (false: a measurement run that keeps no weights).
+    final: bool = True
 
 
 @dataclass
@@ -139,8 +141,13 @@ class DistributedConfig:
     # rank that died ends the run within this, instead of at the job's time limit.
     timeout: str = field(default="10m", metadata=rule(
         test=_is_positive_duration, expect="a duration > 0, e.g. 10m, 90s or a number of seconds"))
-    # local_parallel on a multi-GPU machine: the GPUs each concurrently running trial gets.
+    # local_parallel on a multi-GPU machine: the GPUs each concurrently running trial gets
+    # (one per task when hydra.launcher.tasks_per_node > 1).
     gpus_per_trial: int = field(default=1, metadata=rule(ge=1))
+    # DDP's gradient bucket size: each bucket's all-reduce overlaps the rest of the backward
+    # (in a compiled step, dynamo splits the graph at these boundaries). At least DDP's first
+    # bucket, 1 MB.
+    bucket_cap_mb: float = field(default=25.0, metadata=rule(ge=1))
 
     @property
     def timeout_s(self) -> float:

@@ -15,8 +15,8 @@ from torch import nn
 
 from llm_sweep.cli import user_errors
 from llm_sweep.errors import LlmSweepError
-from llm_sweep.models import gpt2_hf, llama_hf
-from llm_sweep.training.checkpoint import load_model, unwrap
+from llm_sweep.models import gpt2_hf, llama_hf, unwrap
+from llm_sweep.training.checkpoint import load_model
 
 CONVERTERS = {"llama": llama_hf.to_hf, "gpt2": gpt2_hf.to_hf}
 

@@ -76,7 +76,7 @@ def _train_job(cfg: DictConfig, record: JobRecord, job: JobContext) -> float:
     from llm_sweep.training.distributed import broadcast_from_main, join_world
 
     record.digest = config_hash(run)
-    claim_gpus_for_trial(run.distributed.gpus_per_trial)  # before anything touches CUDA
+    claim_gpus_for_trial(run.distributed.gpus_per_trial, run.distributed.timeout_s)  # before CUDA starts
     world = join_world(run.distributed.timeout_s)
     record.main = world.is_main
     record.run_dir = Path(broadcast_from_main(str(record.run_dir), world))  # one run directory

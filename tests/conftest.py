@@ -40,6 +40,36 @@ def token_cache(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.fixture(autouse=True)
+def fresh_compile_cache():
+    """Each test compiles from a clean dynamo cache: the graphs earlier tests compiled for
+    the same code objects (a model's forward) would count toward dynamo's recompile limit,
+    which is a hard error under fullgraph=True."""
+    yield
+    if "torch._dynamo" in sys.modules:
+        sys.modules["torch._dynamo"].reset()
+
+
+@pytest.fixture
+def world_of_one(monkeypatch):
+    """This process as a process group of one on Gloo (what torchrun --nproc_per_node=1
+    makes): the DDP code paths, in-process. Left at the end."""
+    import socket
+
+    from llm_sweep.training.distributed import join_world, leave_world
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0",
+                       "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    world = join_world(60)
+    assert world.distributed
+    yield world
+    leave_world()
+
+
 def run_app(args: list[str], cwd: Path, module: str = "llm_sweep", timeout: float = 300,
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m <module> <args>` as a real process and capture its output."""

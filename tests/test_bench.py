@@ -260,3 +260,21 @@ def test_bench_on_cuda_reports_allocated_memory_and_the_gpu_peak():
     if table_peak is not None:
         assert (bf16.peak_flops, fp32.peak_flops) == (table_peak, table_peak / 2)
     assert result.summary["device"] == name
+
+
+def test_the_bench_leaves_its_process_group(world_of_one):
+    """Started as a process of a group (torchrun), the bench leaves it when done: NCCL may
+    hang at exit otherwise."""
+    import torch.distributed as dist
+    from hydra import compose, initialize_config_dir
+
+    from llm_sweep.benchmarking import run_bench
+    from llm_sweep.config import CONF_DIR, load_config, register_configs
+
+    register_configs()
+    overrides = [*SMALL, "bench.modes=[eager-fp32]", "bench.warmup_steps=1", "bench.steps=1",
+                 "peak_flops=1e11", "optim=sophiag", "optim.hessian_interval=1"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        run = load_config(compose(config_name="config", overrides=overrides))
+    result = run_bench(run)
+    assert result.summary["ddp"] and not dist.is_initialized()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from llm_sweep.data import BatchSampler, TokenShard, iter_eval_batches
+from llm_sweep.data import BatchShare, BatchSampler, TokenShard, iter_eval_batches
 from llm_sweep.data.batches import StepPrefetcher
 from llm_sweep.data.shards import HEADER, MAGIC
 from llm_sweep.data.sources import shakespeare_documents, text_documents
-from llm_sweep.errors import DataError
+from llm_sweep.errors import ConfigError, DataError
 
 
 # --- shards -------------------------------------------------------------------------
@@ -92,17 +92,48 @@ def counting_shard(tmp_path) -> TokenShard:
     return TokenShard.write(tmp_path / "train.bin", np.arange(10_000, dtype=np.uint16))
 
 
-def test_batch_is_a_pure_function_of_seed_rank_step_micro(counting_shard):
+def test_batch_is_a_pure_function_of_seed_step_micro(counting_shard):
     sampler = BatchSampler(counting_shard, micro_batch_size=8, seq_len=64, seed=7)
     x, y = sampler.get(step=3, micro=1)
     assert x.shape == y.shape == (8, 64) and x.dtype == y.dtype == torch.int64
     resumed = BatchSampler(counting_shard, micro_batch_size=8, seq_len=64, seed=7)
     assert torch.equal(resumed.get(3, 1)[0], x) and torch.equal(resumed.get(3, 1)[1], y)
-    others = [sampler.get(4, 1), sampler.get(3, 0),
-              BatchSampler(counting_shard, 8, 64, seed=7, rank=1).get(3, 1),
-              BatchSampler(counting_shard, 8, 64, seed=8).get(3, 1)]
+    others = [sampler.get(4, 1), sampler.get(3, 0), BatchSampler(counting_shard, 8, 64, seed=8).get(3, 1)]
     for other_x, _ in others:
         assert not torch.equal(other_x, x)
+
+
+def test_processes_cut_their_rows_of_the_same_micro_batch(counting_shard):
+    whole = BatchSampler(counting_shard, micro_batch_size=8, seq_len=16, seed=7).get(3, 1)
+    parts = [BatchSampler(counting_shard, 8, 16, seed=7, rows=slice(i, i + 2)).get(3, 1) for i in (0, 2, 4, 6)]
+    assert torch.equal(torch.cat([x for x, _ in parts]), whole[0])
+    assert torch.equal(torch.cat([y for _, y in parts]), whole[1])
+
+
+def _global_batch(shares: list[BatchShare], micro_batch_size: int) -> list[tuple[int, int]]:
+    return sorted((micro, row) for share in shares for micro in share.micro_batches
+                  for row in range(micro_batch_size)[share.rows])
+
+
+@pytest.mark.parametrize("micro_batch_size,grad_accum,world_size,splits", [
+    (16, 1, 1, 1), (16, 1, 2, 2), (64, 4, 2, 1), (64, 4, 8, 2), (8, 3, 2, 2), (12, 6, 4, 2), (4, 2, 4, 2)])
+def test_every_world_size_runs_exactly_the_global_batch(micro_batch_size, grad_accum, world_size, splits):
+    shares = [BatchShare.of(micro_batch_size, grad_accum, rank, world_size) for rank in range(world_size)]
+    assert _global_batch(shares, micro_batch_size) == [(m, r) for m in range(grad_accum)
+                                                       for r in range(micro_batch_size)]
+    assert {s.row_splits for s in shares} == {splits}
+    assert len({len(s.micro_batches) for s in shares}) == 1  # every process does equal work
+    assert len({s.rows.stop - s.rows.start for s in shares}) == 1
+    # The last micro-batch: its holders' weights make the mean over processes its gradient.
+    held = [s.last_micro_batch(grad_accum) for s in shares]
+    assert sum(weight for _, weight in held) == world_size  # DDP divides by world_size
+    assert sorted(row for row, weight in held if weight) == list(range(0, micro_batch_size, micro_batch_size // splits))
+
+
+def test_a_batch_that_cannot_split_evenly_is_refused_naming_the_keys():
+    with pytest.raises(ConfigError, match=r"batch.micro_batch_size=6 x batch.grad_accum=1 does not split evenly "
+                                          r"over 4 processes.*divisible by 4.*multiple of 4"):
+        BatchShare.of(6, 1, rank=0, world_size=4)
 
 
 def test_targets_are_inputs_shifted_by_one(counting_shard):

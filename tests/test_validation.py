@@ -260,6 +260,7 @@ CLI_CASES = [
     ("distributed.timeout=0", "distributed.timeout"),
     ("distributed.timeout=soon", "distributed.timeout"),
     ("distributed.gpus_per_trial=0", "distributed.gpus_per_trial"),
+    ("distributed.bucket_cap_mb=0.5", "distributed.bucket_cap_mb"),
     ("tracking.backend=wandb", "tracking.backend"),
     ("tracking.log_interval=0", "tracking.log_interval"),
     ("bench.modes=[eager-fp32,eager-fp16]", "bench.modes"),
@@ -292,6 +293,7 @@ CLI_CASES = [
 TYPE_CASES = [
     ("model.n_layer=abc", "model.n_layer"),
     ("optim.lr=fast", "optim.lr"),
+    ("checkpoint.final=maybe", "checkpoint.final"),
     (MULTIRUN + "hydra.sweeper.n_trials=abc", "hydra.sweeper.n_trials"),
 ]
 CALL_LIMIT_S = 30

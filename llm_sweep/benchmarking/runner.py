@@ -6,6 +6,7 @@ synchronizes the device between phases to split the step time; training does not
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from llm_sweep.models import build_model
 from llm_sweep.models.size import flops_per_token
 from llm_sweep.optim import build_optimizer
 from llm_sweep.training.metrics import tokens_per_s
-from llm_sweep.training.distributed import World, join_world, wrap_for_ddp
+from llm_sweep.training.distributed import World, join_world, leave_world, wrap_for_ddp
 from llm_sweep.training.steps import forward_backward, optimizer_step
 
 SHARD_TOKENS = 2**24  # 32 MB of uint16: random windows touch many pages, as a real split does
@@ -69,13 +70,18 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
     batch, warmup_steps = run.batch, run.bench.warmup_steps
     model = build_model(run.model).to(device)
     model.loss_chunks = run.loss_chunks
-    optimizer, hook = build_optimizer(model, run.optim, batch.tokens_per_step, device.type)
-    compiled = torch.compile(model, mode=run.compile_mode, fullgraph=True) if mode.compile else model
-    step_model = wrap_for_ddp(compiled, world, device)
+    optimizer, hook = build_optimizer(model, run.optim, batch.tokens_per_step, device.type, seed=run.seed)
+    compile_fn = functools.partial(torch.compile, mode=run.compile_mode) if mode.compile else None
+    # As training builds it (training/setup.py): DDP first, then compiled.
+    step_model = (wrap_for_ddp(model, device, run.distributed.bucket_cap_mb, compile_fn) if world.distributed
+                  else compile_fn(model, fullgraph=True) if compile_fn else model)
     autocast = autocast_for(device, mode.dtype)
-    sampler = BatchSampler(shard, batch.micro_batch_size, batch.seq_len, seed=run.seed, device=device)
-    # As training does: this process's micro-batches, sampled ahead in the background.
-    prefetcher = StepPrefetcher(sampler, world.micro_batches(batch.grad_accum))
+    share = world.share(batch.micro_batch_size, batch.grad_accum)
+    last_row, last_weight = share.last_micro_batch(batch.grad_accum)
+    sampler = BatchSampler(shard, batch.micro_batch_size, batch.seq_len, seed=run.seed,
+                           rows=share.rows, device=device)
+    # As training does: this process's share of the batch, sampled ahead in the background.
+    prefetcher = StepPrefetcher(sampler, share.micro_batches)
     model.train()
 
     def timed_step(index: int) -> PhaseTimes:
@@ -88,7 +94,7 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
         forward_backward(step_model, batches, autocast)
         backward_done = synced_clock(device)
         optimizer_step(model, optimizer, hook, run.optim.grad_clip)
-        hook.after_step(index - warmup_steps, step_model, batches[-1][0], autocast)
+        hook.after_step(index - warmup_steps, step_model, batches[-1][0], autocast, last_row, last_weight)
         return PhaseTimes(sampled - start, backward_done - sampled, synced_clock(device) - backward_done)
 
     start = synced_clock(device)
@@ -106,9 +112,18 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
 
 
 def run_bench(run: RunConfig) -> BenchResult:
-    """Every mode of run.bench.modes in turn, and the batch sampler's rate."""
+    """Every mode of run.bench.modes in turn, and the batch sampler's rate. Under torchrun
+    the processes leave their group at the end, whatever happened (NCCL may hang at exit
+    otherwise)."""
     modes = parse_modes(run.bench.modes)
     world = join_world(run.distributed.timeout_s)
+    try:
+        return _bench_modes(run, modes, world)
+    finally:
+        leave_world()
+
+
+def _bench_modes(run: RunConfig, modes: list[BenchMode], world: World) -> BenchResult:
     device = world.device(resolve_device(run.device))
     configure_backends(device)
     # The benchmark probes the CPU again: the cache keeps the best peak ever measured.

@@ -1,43 +1,89 @@
 """Training and evaluation batches cut from a token shard.
 
-A training batch is a pure function of (seed, rank, step, micro): resuming at a
-step reproduces exactly the batches an uninterrupted run would have seen, with no
-sampler state to checkpoint.
+A training batch is a pure function of (seed, step, micro): resuming at a step reproduces
+exactly the batches an uninterrupted run would have seen, with no sampler state to
+checkpoint, and over several processes each one cuts its share (`BatchShare`) of the same
+global batch.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 
 from llm_sweep.data.shards import TokenShard
-from llm_sweep.errors import DataError
+from llm_sweep.errors import ConfigError, DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+@dataclass(frozen=True)
+class BatchShare:
+    """The part of every optimizer step's global batch (`grad_accum` micro-batches of
+    `micro_batch_size` rows) that one of `world_size` processes runs.
+
+    The processes form `gcd(grad_accum, world_size)` groups; each group runs an equal run of
+    consecutive micro-batches, and the `row_splits` processes of a group split the rows of
+    each of them. With DDP averaging the gradients, the step's gradient is exactly the one
+    process's: the mean over the same sequences, whatever the world size.
+    """
+
+    micro_batches: range  # the global micro-batch indices this process runs
+    rows: slice  # the rows of each of them it runs
+    row_splits: int = 1  # processes sharing one micro-batch's rows
+    world_size: int = 1
+
+    @classmethod
+    def of(cls, micro_batch_size: int, grad_accum: int, rank: int = 0, world_size: int = 1) -> "BatchShare":
+        groups = math.gcd(grad_accum, world_size)
+        splits = world_size // groups
+        if micro_batch_size % splits:
+            raise ConfigError(
+                f"batch.micro_batch_size={micro_batch_size} x batch.grad_accum={grad_accum} does not "
+                f"split evenly over {world_size} processes: each micro-batch's rows would be split "
+                f"{splits} ways; use a batch.micro_batch_size divisible by {splits}, or a "
+                f"batch.grad_accum that is a multiple of {world_size}")
+        per_group, rows = grad_accum // groups, micro_batch_size // splits
+        group, part = divmod(rank, splits)
+        return cls(range(group * per_group, (group + 1) * per_group),
+                   slice(part * rows, (part + 1) * rows), splits, world_size)
+
+    def last_micro_batch(self, grad_accum: int) -> tuple[int, float]:
+        """Where this process's last micro-batch sits in the step's last global micro-batch:
+        its first row there, and the weight that makes the mean of all processes' gradients
+        on it that micro-batch's gradient (0 for a process that does not hold it)."""
+        holds = grad_accum - 1 in self.micro_batches
+        return self.rows.start, self.world_size / self.row_splits if holds else 0.0
+
+
 class BatchSampler:
-    """Random windows of `seq_len + 1` tokens: inputs and next-token targets."""
+    """Random windows of `seq_len + 1` tokens: inputs and next-token targets. `rows` cuts one
+    process's share of every micro-batch (all of it by default): the windows of a micro-batch
+    are drawn whole, so its rows do not depend on how they are split."""
 
     def __init__(self, shard: TokenShard, micro_batch_size: int, seq_len: int, seed: int,
-                 rank: int = 0, device: str | torch.device = "cpu"):
+                 rows: slice = slice(None), device: str | torch.device = "cpu"):
         _require_windows(shard, seq_len)
         self.shard = shard
         self.micro_batch_size = micro_batch_size
         self.seq_len = seq_len
         self.seed = seed
-        self.rank = rank
+        self.rows = rows
         self.device = torch.device(device)
         self._window = np.arange(seq_len + 1)
 
     def get(self, step: int, micro: int) -> Batch:
-        """`(x, y)`, each `(micro_batch_size, seq_len)` int64 on the device; y is x shifted by one."""
-        rng = np.random.default_rng([self.seed, self.rank, step, micro])
+        """`(x, y)`, each `(rows, seq_len)` int64 on the device; y is x shifted by one."""
+        # The 0 stands where a per-process stream once was: the batches stay those of every
+        # earlier run of this seed (a resumed run continues on the same data).
+        rng = np.random.default_rng([self.seed, 0, step, micro])
         starts = rng.integers(0, len(self.shard) - self.seq_len, size=self.micro_batch_size)
-        return _to_device(self.shard.tokens[starts[:, None] + self._window], self.device)
+        return _to_device(self.shard.tokens[starts[self.rows, None] + self._window], self.device)
 
 
 class StepPrefetcher:

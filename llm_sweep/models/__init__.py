@@ -5,6 +5,7 @@ Members load on first use (llm_sweep.lazy): importing the config schema does not
 from llm_sweep.lazy import lazy_exports
 
 _EXPORTS = {"ARCHS": "config", "ModelConfig": "config", "CausalLM": "layers", "GPT2": "gpt2",
-            "Llama": "llama", "build_model": "build", "model_config": "build"}
+            "Llama": "llama", "build_model": "build", "model_config": "build",
+            "unwrap": "build"}
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,6 +5,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from torch import nn
+
 from llm_sweep.errors import ConfigError
 from llm_sweep.models.config import ModelConfig, with_vocab_size
 from llm_sweep.models.gpt2 import GPT2
@@ -36,3 +38,13 @@ def build_model(cfg: ModelConfig | Mapping[str, Any]) -> CausalLM:
     config = model_config(cfg)
     check(config, "model.")
     return _MODELS[config.arch](config)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module under torch.compile and DistributedDataParallel wrappers, in any order:
+    its own attributes (`features`, `lm_head`) and clean state_dict keys."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner

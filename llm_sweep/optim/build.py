@@ -12,11 +12,12 @@ from llm_sweep.optim.sophia import SophiaG, SophiaHessianHook
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, tokens_per_step: int,
-                    device_type: str) -> tuple[torch.optim.Optimizer, OptimizerHook]:
+                    device_type: str, seed: int = 0) -> tuple[torch.optim.Optimizer, OptimizerHook]:
     """The optimizer for `model` and the hook the training loop calls around each step.
 
     `tokens_per_step` is the number of tokens behind one optimizer step (all
-    micro-batches); SophiaG scales its Hessian estimate by it.
+    micro-batches); SophiaG scales its Hessian estimate by it. `seed` (the run's) seeds
+    SophiaG's sampled labels.
     """
     if cfg.name == "adamw":
         return build_adamw(model, cfg, device_type), OptimizerHook()
@@ -24,5 +25,5 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, tokens_per_step: int,
         optimizer = SophiaG(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr,
                             betas=(cfg.beta1, cfg.beta2), rho=cfg.rho,
                             weight_decay=cfg.weight_decay)
-        return optimizer, SophiaHessianHook(optimizer, tokens_per_step, cfg.hessian_interval)
+        return optimizer, SophiaHessianHook(optimizer, tokens_per_step, cfg.hessian_interval, seed)
     raise ConfigError(f"optim.name={cfg.name!r} is not one of {', '.join(OPTIMIZERS)}")

@@ -16,7 +16,10 @@ class OptimizerHook:
         """Keyword arguments for `optimizer.step(**kwargs)`."""
         return {}
 
-    def after_step(self, step: int, model: nn.Module, inputs: Tensor,
-                   autocast: Autocast) -> dict[str, Tensor | float]:
-        """Runs after optimizer step `step` (0-based); returns metrics to log."""
+    def after_step(self, step: int, model: nn.Module, inputs: Tensor, autocast: Autocast,
+                   first_row: int = 0, weight: float = 1.0) -> dict[str, Tensor | float]:
+        """Runs after optimizer step `step` (0-based) with what the step called (`model`:
+        compiled, DDP) and this process's last micro-batch `inputs`; over several processes
+        `first_row` and `weight` place them in the step's last global micro-batch
+        (BatchShare.last_micro_batch). Returns metrics to log."""
         return {}

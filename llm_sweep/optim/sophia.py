@@ -1,12 +1,15 @@
 """SophiaG: Sophia with the Gauss-Newton-Bartlett Hessian estimate (Liu et al., 2023)."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from llm_sweep.models.build import unwrap
 from llm_sweep.models.layers import loss_chunk_rows
 from llm_sweep.optim.hooks import Autocast, OptimizerHook
 
@@ -93,23 +96,44 @@ class SophiaG(torch.optim.Optimizer):
         return loss
 
 
-def sample_next_tokens(hidden: Tensor, weight: Tensor) -> Tensor:
+def sample_next_tokens(hidden: Tensor, weight: Tensor, seeds: Optional[Sequence[int]] = None) -> Tensor:
     """One token id per row of hidden (N, C), drawn from softmax(hidden @ weight.T).
 
     Gumbel-max: argmax(logits - log E), E ~ Exp(1) per logit, is distributed as
     Categorical(softmax(logits)); it needs no normalized probabilities and no host sync, and
     runs over rows in chunks of about LOSS_CHUNK_LOGITS logits, so the (N, V) fp32 logits
-    never exist whole. The noise comes from torch's default generator of hidden's device
-    (checkpointed with the run). Under autocast the logits are rounded as the LM head's are.
+    never exist whole. Under autocast the logits are rounded as the LM head's are.
+
+    The noise comes from torch's default generator of hidden's device, or, with `seeds`, from
+    one generator per equal group of rows seeded by its entry (one per sequence: its labels
+    then depend on that sequence alone, not on which process samples it or what it sampled
+    before).
     """
     n = hidden.size(0)
-    rows = loss_chunk_rows(n, weight.size(0))
     labels = torch.empty(n, dtype=torch.long, device=hidden.device)
-    for start in range(0, n, rows):
-        logits = F.linear(hidden[start:start + rows], weight).float()  # (rows, V)
-        noise = torch.empty_like(logits).exponential_().clamp_min_(torch.finfo(torch.float32).tiny)
-        labels[start:start + rows] = logits.sub_(noise.log_()).argmax(dim=-1)
+    if seeds is None:
+        groups = [(0, n, None)]
+    else:
+        rows = n // len(seeds)
+        groups = [(i * rows, rows, torch.Generator(hidden.device).manual_seed(seed))
+                  for i, seed in enumerate(seeds)]
+    for first, count, generator in groups:
+        step = loss_chunk_rows(count, weight.size(0))
+        for start in range(first, first + count, step):
+            stop = min(start + step, first + count)
+            logits = F.linear(hidden[start:stop], weight).float()  # (rows, V)
+            noise = torch.empty_like(logits).exponential_(generator=generator)
+            noise.clamp_min_(torch.finfo(torch.float32).tiny)
+            labels[start:stop] = logits.sub_(noise.log_()).argmax(dim=-1)
     return labels
+
+
+def sequence_seeds(seed: int, step: int, first_row: int, rows: int) -> list[int]:
+    """The label-noise seed of each sequence (row) of a micro-batch: a pure function of the
+    run's seed, the step and the sequence's row in the step's global micro-batch."""
+    step %= 2**64  # the bench's warm-up counts steps below 0
+    return [int(np.random.SeedSequence([seed, step, row]).generate_state(1, np.uint64)[0] >> 1)
+            for row in range(first_row, first_row + rows)]
 
 
 class SophiaHessianHook(OptimizerHook):
@@ -120,25 +144,34 @@ class SophiaHessianHook(OptimizerHook):
     the Gauss-Newton matrix. The gradient of a mean over `bs` tokens carries a 1/bs
     factor, which `SophiaG.step` undoes by scaling the Hessian with `bs`.
 
+    The estimate is taken on the step's last micro-batch, whatever the number of
+    processes: over several, those holding its rows (the training loop passes each one's
+    `first_row` and `weight`) take the gradient of their rows' loss scaled so that DDP's
+    mean over processes is the whole micro-batch's gradient, and the others add zero. With
+    labels seeded per sequence (`sequence_seeds`), the estimate is the one process's.
+
     The model is a CausalLM (`features`, `lm_head`, `forward(idx, targets,
-    return_logits=False)`), or the torch.compile wrapper of one.
+    return_logits=False)`) or torch.compile and DDP wrappers of one: the gradient pass goes
+    through the wrappers, as a training micro-batch does.
     """
 
-    def __init__(self, optimizer: SophiaG, tokens_per_step: int, hessian_interval: int):
+    def __init__(self, optimizer: SophiaG, tokens_per_step: int, hessian_interval: int, seed: int = 0):
         self.optimizer = optimizer
         self.tokens_per_step = tokens_per_step
         self.hessian_interval = hessian_interval
+        self.seed = seed
 
     def step_kwargs(self) -> dict[str, int]:
         return {"bs": self.tokens_per_step}
 
-    def after_step(self, step: int, model: nn.Module, inputs: Tensor,
-                   autocast: Autocast) -> dict[str, Tensor | float]:
+    def after_step(self, step: int, model: nn.Module, inputs: Tensor, autocast: Autocast,
+                   first_row: int = 0, weight: float = 1.0) -> dict[str, Tensor | float]:
         if (step + 1) % self.hessian_interval == 0:
-            self._refresh_hessian(model, inputs, autocast)
+            self._refresh_hessian(step, model, inputs, autocast, first_row, weight)
         return {"optim/win_rate": self.optimizer.win_rate}
 
-    def _refresh_hessian(self, model: nn.Module, inputs: Tensor, autocast: Autocast) -> None:
+    def _refresh_hessian(self, step: int, model: nn.Module, inputs: Tensor, autocast: Autocast,
+                         first_row: int, weight: float) -> None:
         """Sample labels in a no-grad pass, then take the gradient of the loss on them
         through the same call as a training micro-batch: a compiled model reuses its
         training graph (no recompilation), and the refresh needs no more memory than a
@@ -149,13 +182,16 @@ class SophiaHessianHook(OptimizerHook):
         it goes, and no (B*T, V) tensor is ever whole (in fp32 it would be 6.6 GB)."""
         # Gradients left over from the training step must not leak into the estimate.
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad(), autocast():
-            # On a compile wrapper, attribute access reaches the module: this pass is eager.
-            hidden = model.features(inputs).flatten(0, 1)  # (B*T, C)
-            labels = sample_next_tokens(hidden, model.lm_head.weight).view_as(inputs)
-        del hidden
+        labels = inputs  # any ids, for a process whose share of the gradient is zero
+        if weight:
+            module = unwrap(model)  # its own layers, eagerly, outside compile and DDP
+            seeds = sequence_seeds(self.seed, step, first_row, inputs.size(0))
+            with torch.no_grad(), autocast():
+                hidden = module.features(inputs).flatten(0, 1)  # (B*T, C)
+                labels = sample_next_tokens(hidden, module.lm_head.weight, seeds).view_as(inputs)
+            del hidden
         with autocast():
             _, loss = model(inputs, labels, return_logits=False)
-        loss.backward()
+        (loss * weight).backward()
         self.optimizer.update_hessian()
         self.optimizer.zero_grad(set_to_none=True)

@@ -16,19 +16,11 @@ import torch
 from torch import nn
 
 from llm_sweep.errors import DataError
+from llm_sweep.models import unwrap
 from llm_sweep.run_record import CHECKPOINT_DIR
 
 KEEP_LAST = 2
 COMPILE_PREFIX = "_orig_mod."  # torch.compile's wrapper prepends it to every key
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module under torch.compile and DistributedDataParallel wrappers (clean state_dict keys)."""
-    while True:
-        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any]) -> Path:

@@ -21,7 +21,8 @@ from typing import Any, Callable, ContextManager, Optional
 import torch
 import torch.distributed as dist
 
-from llm_sweep.errors import ConfigError, LlmSweepError
+from llm_sweep.data import BatchShare
+from llm_sweep.errors import LlmSweepError
 
 # What a collective raises when a peer is gone (Gloo's words, NCCL's and the store's).
 _LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
@@ -50,15 +51,11 @@ class World:
         """Training goes through DDP and the processes agree on every decision."""
         return self.joined
 
-    def micro_batches(self, grad_accum: int) -> range:
-        """The global micro-batch indices of a step that this rank runs: the same set of
-        micro-batches makes a step whatever the world size."""
-        if grad_accum % self.world_size:
-            raise ConfigError(f"batch.grad_accum={grad_accum} does not divide over {self.world_size} "
-                              f"processes; use a multiple of {self.world_size} (micro-batches per "
-                              "step are split over the processes, the global batch stays the config's)")
-        per_rank = grad_accum // self.world_size
-        return range(self.rank * per_rank, (self.rank + 1) * per_rank)
+    def share(self, micro_batch_size: int, grad_accum: int) -> BatchShare:
+        """This rank's part of every step's global batch: whole micro-batches where the
+        accumulation steps divide over the ranks, else rows of them too (see BatchShare);
+        refused with one line when the rows cannot be split evenly either."""
+        return BatchShare.of(micro_batch_size, grad_accum, self.rank, self.world_size)
 
     def device(self, device: torch.device) -> torch.device:
         """This rank's device: its local GPU on CUDA (one GPU per process)."""
@@ -119,11 +116,17 @@ def leave_world() -> None:
         dist.destroy_process_group()
 
 
-def wrap_for_ddp(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
-    """DistributedDataParallel over `model` (itself possibly compiled) when the world has
-    several processes. Buffers are constants here (rotary tables), so none are broadcast."""
-    if not world.distributed:
-        return model
+def wrap_for_ddp(model: torch.nn.Module, device: torch.device, bucket_cap_mb: float = 25.0,
+                 compile: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None) -> torch.nn.Module:
+    """What the training step calls over several processes: DistributedDataParallel over
+    `model`, then compiled when `compile` is given. In that order (PyTorch's documented one)
+    dynamo's DDPOptimizer splits the compiled graph at DDP's bucket boundaries, so each
+    bucket's all-reduce starts while the backward of the layers before it still runs; a
+    compiled module inside DDP would hand back every gradient at once, at the end of its
+    backward, leaving nothing to overlap. DDP's own bookkeeping around the module is not
+    traceable, so this compile cannot be fullgraph: the module's graph itself is checked
+    for breaks by the evaluation model's fullgraph compile. Buffers are constants here
+    (rotary tables), so none are broadcast."""
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
@@ -131,13 +134,15 @@ def wrap_for_ddp(model: torch.nn.Module, world: World, device: torch.device) -> 
     no_buffer_sync = ({"forward_sync_buffers": False}
                       if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                       else {"broadcast_buffers": False})
-    return DistributedDataParallel(model, device_ids=ids, **no_buffer_sync)
+    wrapped = DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=bucket_cap_mb, **no_buffer_sync)
+    return compile(wrapped) if compile is not None else wrapped
 
 
 def no_sync_for(model: torch.nn.Module) -> Callable[[], ContextManager]:
     """A context that skips DDP's gradient all-reduce (all micro-batches of a step but the
-    last accumulate locally); a plain context for an unwrapped model."""
-    no_sync = getattr(model, "no_sync", None)
+    last accumulate locally); a plain context for a model without DDP. A compiled DDP
+    module is reached through its `_orig_mod`."""
+    no_sync = getattr(getattr(model, "_orig_mod", model), "no_sync", None)
     return no_sync if no_sync is not None else contextlib.nullcontext
 
 

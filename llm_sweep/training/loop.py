@@ -72,7 +72,8 @@ def train(run: RunConfig, run_dir: Path, sinks: Sequence[Sink] = (),
         save_if_finite(parts, window, run_dir)
     stop.raise_if_interrupted(spent.step)
     final = run_eval(parts, [], run.eval.final_batches)
-    parts.save(run_dir, final=True)
+    if run.checkpoint.final:
+        parts.save(run_dir, final=True)
     summary = build_summary(parts, final)
     emit(sinks, final_metrics(summary, final), spent.step)
     if main:
@@ -105,7 +106,9 @@ def timed_step(parts: TrainingParts, sync: bool) -> tuple[torch.Tensor, float, d
     batches = parts.step_batches(parts.spent.step)
     loss = forward_backward(parts.step_model, batches, parts.autocast)
     optimizer_step(parts.model, parts.optimizer, parts.hook, parts.run.optim.grad_clip)
-    extras = parts.hook.after_step(parts.spent.step, parts.step_model, batches[-1][0], parts.autocast)
+    first_row, weight = parts.share.last_micro_batch(parts.run.batch.grad_accum)
+    extras = parts.hook.after_step(parts.spent.step, parts.step_model, batches[-1][0], parts.autocast,
+                                   first_row, weight)
     if sync and parts.device.type == "cuda":
         torch.cuda.synchronize(parts.device)
     return loss, time.perf_counter() - start, extras

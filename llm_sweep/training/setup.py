@@ -3,6 +3,7 @@ data, model (compiled or not), optimizer, progress counters; resumed from a chec
 when the run directory holds one."""
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from llm_sweep.config import RunConfig
-from llm_sweep.data import BatchSampler, Splits, StepPrefetcher, prepare_dataset
+from llm_sweep.data import BatchSampler, BatchShare, Splits, StepPrefetcher, prepare_dataset
 from llm_sweep.errors import ConfigError
 from llm_sweep.hardware import (autocast_for, compile_enabled, configure_backends, device_name,
                                 peak_flops, resolve_device, resolve_dtype)
@@ -39,6 +40,7 @@ class TrainingParts:
     eval_model: nn.Module  # what evaluation calls: compiled or the module, never DDP
     compiled: bool
     world: World  # this process among those training the run
+    share: BatchShare  # this process's part of every step's global batch
     optimizer: torch.optim.Optimizer
     hook: OptimizerHook
     batches: StepPrefetcher  # the next step's micro-batches are sampled while this one computes
@@ -102,7 +104,7 @@ class TrainingParts:
 def build_parts(run: RunConfig, run_dir: Path) -> TrainingParts:
     """Every part of the run, on its device, resumed when run.resume says so."""
     world = join_world(run.distributed.timeout_s)
-    micro_batches = world.micro_batches(run.batch.grad_accum)  # checked before any compute
+    share = world.share(run.batch.micro_batch_size, run.batch.grad_accum)  # before any compute
     device = world.device(resolve_device(run.device))
     configure_backends(device)
     dtype = resolve_dtype(device, run.dtype)
@@ -111,23 +113,26 @@ def build_parts(run: RunConfig, run_dir: Path) -> TrainingParts:
     random.seed(run.seed)
     model = build_model(run.model).to(device)
     model.loss_chunks = run.loss_chunks
-    optimizer, hook = build_optimizer(model, run.optim, run.batch.tokens_per_step, device.type)
+    optimizer, hook = build_optimizer(model, run.optim, run.batch.tokens_per_step, device.type,
+                                      seed=run.seed)
     spent = _resume(run, Path(run_dir), model, optimizer)
     compiled = compile_enabled(device, run.compile)
     if compiled:
         # A fresh compile cache: graphs of an earlier run in this process (a notebook, a
         # test session) would count toward dynamo's recompile limit, a hard error below.
         torch.compiler.reset()
+    compile_fn = functools.partial(torch.compile, mode=run.compile_mode) if compiled else None
     # fullgraph: a graph break (on any device) fails loudly instead of running part eagerly.
-    eval_model = torch.compile(model, mode=run.compile_mode, fullgraph=True) if compiled else model
+    eval_model = compile_fn(model, fullgraph=True) if compile_fn else model
+    step_model = wrap_for_ddp(model, device, run.distributed.bucket_cap_mb, compile_fn) if world.distributed else eval_model
     sampler = BatchSampler(splits.train, run.batch.micro_batch_size, run.batch.seq_len,
-                           seed=run.seed, device=device)
-    batches = StepPrefetcher(sampler, micro_batches)
+                           seed=run.seed, rows=share.rows, device=device)
+    batches = StepPrefetcher(sampler, share.micro_batches)
     peak = peak_flops(device, dtype, run.peak_flops)
     return TrainingParts(
         run=run, device=device, dtype=dtype, autocast=autocast_for(device, dtype), splits=splits,
-        model=model, step_model=wrap_for_ddp(eval_model, world, device), eval_model=eval_model,
-        compiled=compiled, world=world, optimizer=optimizer, hook=hook, batches=batches,
+        model=model, step_model=step_model, eval_model=eval_model,
+        compiled=compiled, world=world, share=share, optimizer=optimizer, hook=hook, batches=batches,
         peak_flops=None if peak is None else peak * world.world_size,
         budget=Budget(run.budget, flops_per_token(run.model, run.batch.seq_len)),
         spent=spent or Spent(), resumed=spent is not None)

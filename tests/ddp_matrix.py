@@ -1,0 +1,112 @@
+"""Every training feature at one world size, for tests/test_ddp_matrix.py.
+
+    python tests/ddp_matrix.py OUT PHASE                                   # one process
+    torchrun --standalone --nproc_per_node=2 tests/ddp_matrix.py OUT PHASE # two ranks
+
+Runs each case of PHASE through the real `train()` in one process group (so the start-up
+is paid once per world size), each in its own run directory under OUT/w<world size>/, and
+writes what rank 0 saw to OUT/w<world size>/<case>.json: the first-step loss, the final
+validation loss, steps, tokens and the binding budget, or how the run stopped.
+
+Phase `train`: the cases, plus runs preempted at step 3 (a checkpoint, then RunInterrupted).
+Phase `resume`: each preempted run of the other world size resumed here with resume=auto.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+from hydra import compose, initialize_config_dir
+
+from llm_sweep.config import CONF_DIR, load_config, register_configs
+from llm_sweep.training import train
+from llm_sweep.training.distributed import current_world, join_world, leave_world
+from llm_sweep.training.sinks import Sink
+from llm_sweep.training.stop import PREEMPTED, RunInterrupted, StopRequest
+
+BASE = ["data.tokenizer=bytes", "model.n_layer=1", "model.n_embd=64", "model.head_dim=64",
+        "batch.micro_batch_size=4", "batch.seq_len=32", "budget.time=null", "eval.interval=0",
+        "eval.batches=2", "eval.final_batches=4", "tracking=none", "compile=false",
+        "tracking.log_interval=1", "distributed.timeout=60s"]
+CASES = {
+    # every optimizer, schedule and budget kind; the accumulation split over ranks or not
+    "adamw_cosine_steps": ["optim=adamw", "schedule=cosine", "budget.steps=6", "batch.grad_accum=1",
+                           "eval.interval=3", "checkpoint.interval=2"],
+    "sophiag_wsd_tokens": ["optim=sophiag", "optim.hessian_interval=2", "schedule=wsd",
+                           "budget.steps=null", "budget.tokens=3072", "batch.grad_accum=2"],
+    "sophiag_rows_steps": ["optim=sophiag", "optim.hessian_interval=1", "budget.steps=6",
+                           "batch.grad_accum=1"],
+    "adamw_onecycle_flops": ["optim=adamw", "schedule=onecycle", "budget.steps=null",
+                             "budget.flops=1.2e9", "batch.grad_accum=3"],
+    "adamw_time": ["optim=adamw", "budget.steps=null", "budget.time=2s", "batch.grad_accum=2"],
+    "compiled": ["optim=adamw", "budget.steps=4", "batch.grad_accum=2", "compile=true"],
+}
+RESUMED = ["optim=adamw", "schedule=cosine", "budget.steps=8", "batch.grad_accum=2"]
+PREEMPT_AT = 3
+register_configs()
+
+
+class PreemptAt(Sink):
+    """What the preemption guard does on a signal, at a chosen step (rank 0's sinks only:
+    the other ranks learn it from the per-step agreement)."""
+
+    def __init__(self, stop: StopRequest, step: int):
+        self.stop, self.step = stop, step
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if step >= self.step:
+            self.stop.request(PREEMPTED, "test")
+
+
+def run_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return load_config(compose(config_name="config", overrides=[*BASE, *overrides]))
+
+
+def first_loss(run_dir: Path) -> float:
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "train/loss" in record:
+            return record["train/loss"]
+    raise AssertionError(f"no train/loss in {run_dir}")
+
+
+def run_case(name: str, overrides: list[str], out: Path, preempt_at: int | None = None) -> None:
+    world = current_world()
+    run_dir = out / name
+    stop = StopRequest()
+    sinks = [PreemptAt(stop, preempt_at)] if preempt_at else []
+    try:
+        summary = train(run_config(overrides), run_dir, sinks=sinks, stop=stop)
+        result = {key: summary[key] for key in ("val_loss", "steps", "tokens", "binding_budget")}
+    except RunInterrupted:
+        result = {"interrupted": True}
+    if world.is_main:
+        result.update(first_loss=first_loss(run_dir), world_size=world.world_size)
+        (out / f"{name}.json").write_text(json.dumps(result))
+
+
+def main(out: Path, phase: str) -> None:
+    world = join_world(60)
+    here = out / f"w{world.world_size}"
+    here.mkdir(parents=True, exist_ok=True)
+    if phase == "train":
+        for name, overrides in CASES.items():
+            run_case(name, overrides, here)
+        run_case("uninterrupted", RESUMED, here)
+        run_case("preempted", RESUMED, here, preempt_at=PREEMPT_AT)
+    else:  # resume, on this world size, what the other one wrote
+        other = out / f"w{3 - world.world_size}" / "preempted"
+        if world.is_main:
+            shutil.copytree(other, here / "resumed")
+        if world.distributed:
+            dist.barrier()  # every rank reads the checkpoint once rank 0 has copied it
+        run_case("resumed", [*RESUMED, "resume=auto"], here)
+    leave_world()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2])

@@ -1,0 +1,60 @@
+"""How the training step is built for DDP, in a process group of one on Gloo (in this
+process): compiled over DDP, so the all-reduce of each gradient bucket can overlap the
+backward, and SophiaG's Hessian refresh going through the same wrappers."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+
+import pytest
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from llm_sweep.models import ModelConfig, build_model, unwrap
+from llm_sweep.optim import build_optimizer
+from llm_sweep.optim.config import OptimConfig
+from llm_sweep.training.distributed import wrap_for_ddp
+from llm_sweep.training.steps import forward_backward
+
+
+def small_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    # About 1.7M parameters (6.6 MB of fp32 gradients): several 1 MB buckets.
+    return build_model(ModelConfig(n_layer=2, n_embd=256, head_dim=64, vocab_size=320, max_seq_len=32))
+
+
+def test_the_compiled_step_is_ddp_inside_so_its_graph_splits_at_bucket_boundaries(world_of_one, caplog):
+    model = small_model()
+    reference = small_model()
+    compile_fn = functools.partial(torch.compile, backend="eager")  # dynamo's DDP handling, no codegen
+    step_model = wrap_for_ddp(model, torch.device("cpu"), bucket_cap_mb=1, compile=compile_fn)
+    assert isinstance(step_model._orig_mod, DistributedDataParallel)  # DDP under the compiler
+    assert unwrap(step_model) is model
+    x = torch.randint(0, 320, (2, 2, 32), generator=torch.Generator().manual_seed(1))
+    batches = [(x[0], x[0].roll(-1, 1)), (x[1], x[1].roll(-1, 1))]
+    torch._dynamo.reset()
+    with caplog.at_level(logging.INFO, logger="torch._dynamo.backends.distributed"):
+        loss = forward_backward(step_model, batches, contextlib.nullcontext)
+    buckets = [r.getMessage() for r in caplog.records if "DDPOptimizer used bucket cap" in r.getMessage()]
+    assert buckets and int(buckets[0].split("created ")[1].split(" buckets")[0]) >= 3
+    expected = forward_backward(reference, batches, contextlib.nullcontext)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6)
+
+
+def test_the_hessian_refresh_goes_through_ddp_and_a_zero_weight_adds_nothing(world_of_one):
+    model = small_model()
+    step_model = wrap_for_ddp(model, torch.device("cpu"))
+    optimizer, hook = build_optimizer(model, OptimConfig(name="sophiag", hessian_interval=1), 64, "cpu", seed=3)
+    inputs = torch.randint(0, 320, (2, 32), generator=torch.Generator().manual_seed(2))
+    hook.after_step(0, step_model, inputs, contextlib.nullcontext, first_row=0, weight=0.0)
+    assert all(optimizer.state[p]["hessian"].abs().sum() == 0 for p in model.parameters())
+    hook.after_step(0, step_model, inputs, contextlib.nullcontext, first_row=0, weight=1.0)
+    estimate = [optimizer.state[p]["hessian"].clone() for p in model.parameters()]
+    assert sum(h.sum() for h in estimate) > 0 and all(p.grad is None for p in model.parameters())
+    # Seeded per sequence: the same rows and step give the same labels, hence the same estimate.
+    again, hook2 = build_optimizer(model, OptimConfig(name="sophiag", hessian_interval=1), 64, "cpu", seed=3)
+    hook2.after_step(0, step_model, inputs, contextlib.nullcontext, first_row=0, weight=1.0)
+    assert all(torch.equal(again.state[p]["hessian"], h) for p, h in zip(model.parameters(), estimate))
