@@ -263,3 +263,25 @@ def test_unknown_experiment_names_the_known_ones(store, tmp_path, capsys):
         report.main(["--experiment", "nope", "--tracking-uri", store.uri, "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert re.search("'nope' does not exist; experiments: .*synthetic", capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_runs_logged_without_shape_params_are_left_out_in_one_line(store, tmp_path, capsys):
+    """A run that logged model.params but not the shape (another tool, an older version):
+    no traceback, one line saying how many runs were left out and why."""
+    experiment_id = store.client.create_experiment("mixed", artifact_location=(tmp_path / "a").as_uri())
+    parent = store.client.create_run(experiment_id, run_name="sweep")
+    for name in ("wide128", "deep4"):
+        log_run(store.client, experiment_id, parent.info.run_id, spec(name))
+    for _ in range(2):
+        foreign = store.client.create_run(experiment_id, run_name="foreign")
+        store.client.log_batch(foreign.info.run_id, params=[Param("model.params", "1000"), Param("seed", "1")],
+                               metrics=[Metric("final/val_loss", 3.0, 0, 10)])
+        store.client.set_terminated(foreign.info.run_id, "FINISHED")
+    report.main(["--experiment", "mixed", "--tracking-uri", store.uri, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if "left out" in line]
+    assert line.startswith("report: left out 2 run(s) without model.arch, model.head_dim, model.n_embd")
+    assert "tokens_per_step" in line and "Traceback" not in err
+    with open(tmp_path / "out" / "runs.csv") as f:
+        assert sorted(row["run"] for row in csv.DictReader(f)) == ["deep4", "wide128"]

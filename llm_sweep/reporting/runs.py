@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -11,6 +12,10 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from llm_sweep.errors import ConfigError, DataError
+from llm_sweep.run_record import (ELAPSED_S, FINAL_FLOPS, FINAL_TOKENS, FINAL_TOKENS_PER_PARAM,
+                                  FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL, FLOPS_PER_TOKEN, MFU,
+                                  NON_EMBEDDING_PARAMS, PARAMS, TOKENS, TOKENS_PER_PARAM, TOKENS_PER_S,
+                                  TOKENS_PER_STEP, VAL_LOSS)
 from llm_sweep.tracking.store import connect, resolve_uri, sqlite_path
 
 if TYPE_CHECKING:
@@ -23,6 +28,10 @@ NULLS = ("None", "null", "")  # how a param logged from None can read
 # repeats of one config, and their spread is the noise level.
 RESULT_PARAM_PREFIXES = ("model.", "optim.", "schedule.", "batch.", "budget.", "data.name", "data.tokenizer")
 PAGE_SIZE = 1000
+# The params every row is made of (model.head_dim stands in for an unset model.n_head).
+REQUIRED_PARAMS = (PARAMS, NON_EMBEDDING_PARAMS, TOKENS_PER_STEP, "model.name", "model.arch",
+                   "model.n_layer", "model.n_embd", "model.n_head", "model.head_dim", "optim.name",
+                   "optim.lr", "seed")
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,9 @@ def open_client(tracking_uri: Optional[str], cwd: Path) -> tuple["MlflowClient",
 def fetch_runs(client: "MlflowClient", experiments: Sequence[str] = (), parent: Optional[str] = None,
                filter_string: str = "") -> list[RunRow]:
     """The training runs of the named experiments (or of the parent's) matching every
-    condition given; runs without model-size params (e.g. sweep parents) are left out."""
+    condition given. Runs without model-size params (e.g. sweep parents) are not training
+    runs; a training run without a param a row needs (logged by another tool, or by an
+    older version) is left out, and one line on stderr says how many and why."""
     experiment_ids = [_experiment_id(client, name) for name in experiments]
     conditions = [filter_string.strip()] if filter_string.strip() else []
     if parent:
@@ -99,15 +110,28 @@ def fetch_runs(client: "MlflowClient", experiments: Sequence[str] = (), parent: 
     if not experiment_ids:
         raise ConfigError("select runs with --experiment NAME and/or --parent RUN_ID")
     names = {eid: client.get_experiment(eid).name for eid in experiment_ids}
-    rows, token = [], None
+    rows: list[RunRow] = []
+    left_out: list[list[str]] = []  # the missing params of each run left out
+    token = None
     while True:
         page = client.search_runs(experiment_ids, " and ".join(conditions),
                                   max_results=PAGE_SIZE, page_token=token)
-        rows += [_row(client, run, names[run.info.experiment_id])
-                 for run in page if "model.params" in run.data.params]
+        for run in page:
+            if PARAMS not in run.data.params:
+                continue  # not a training run: a sweep's parent, a failed job's record
+            missing = [key for key in REQUIRED_PARAMS if key not in run.data.params]
+            if missing:
+                left_out.append(missing)
+                continue
+            rows.append(_row(client, run, names[run.info.experiment_id]))
         token = page.token
         if not token:
-            return rows
+            break
+    if left_out:
+        keys = sorted({key for missing in left_out for key in missing})
+        print(f"report: left out {len(left_out)} run(s) without {', '.join(keys)} (logged by another "
+              "tool or an older version)", file=sys.stderr, flush=True)
+    return rows
 
 
 def _experiment_id(client: "MlflowClient", name: str) -> str:
@@ -149,20 +173,19 @@ def _row(client: "MlflowClient", run: "Run", experiment: str) -> RunRow:
         status=run.info.status, preset=params["model.name"], arch=params["model.arch"],
         n_layer=int(params["model.n_layer"]), n_embd=n_embd,
         n_head=n_embd // int(params["model.head_dim"]) if n_head in NULLS else int(n_head),
-        params=int(params["model.params"]),
-        non_embedding_params=int(params["model.non_embedding_params"]),
+        params=int(params[PARAMS]), non_embedding_params=int(params[NON_EMBEDDING_PARAMS]),
         optimizer=params["optim.name"], lr=float(params["optim.lr"]),
         budget=budget_label(params), seed=None if seed in NULLS else int(seed),
         # A run that did not finish shows what it had seen when it stopped.
-        tokens=metrics.get("final/tokens", metrics.get("progress/tokens")),
-        tokens_per_param=metrics.get("final/tokens_per_param", metrics.get("progress/tokens_per_param")),
-        tokens_per_s=_median_history(client, run_id, "perf/tokens_per_s"),
-        mfu=_median_history(client, run_id, "perf/mfu"),
-        val_loss=metrics.get("final/val_loss"), val_ppl=metrics.get("final/val_ppl"),
-        val_acc=metrics.get("final/val_acc"),
+        tokens=metrics.get(FINAL_TOKENS, metrics.get(TOKENS)),
+        tokens_per_param=metrics.get(FINAL_TOKENS_PER_PARAM, metrics.get(TOKENS_PER_PARAM)),
+        tokens_per_s=_median_history(client, run_id, TOKENS_PER_S),
+        mfu=_median_history(client, run_id, MFU),
+        val_loss=metrics.get(FINAL_VAL_LOSS), val_ppl=metrics.get(FINAL_VAL_PPL),
+        val_acc=metrics.get(FINAL_VAL_ACC),
         flops_budget=_optional_float(params.get("budget.flops", "None")),
-        flops=metrics.get("final/flops", _spent_flops(params, metrics)),
-        curve=_val_curve(client, run_id, int(params["tokens_per_step"])),
+        flops=metrics.get(FINAL_FLOPS, _spent_flops(params, metrics)),
+        curve=_val_curve(client, run_id, int(params[TOKENS_PER_STEP])),
         config_key=tuple(sorted((k, v) for k, v in params.items() if k.startswith(RESULT_PARAM_PREFIXES))),
     )
 
@@ -173,8 +196,8 @@ def _optional_float(value: str) -> Optional[float]:
 
 def _spent_flops(params: dict[str, str], metrics: dict[str, float]) -> Optional[float]:
     """For runs logged before final/flops existed: the same count from the logged rate."""
-    per_token = _optional_float(params.get("flops_per_token", "None"))
-    tokens = metrics.get("final/tokens")
+    per_token = _optional_float(params.get(FLOPS_PER_TOKEN, "None"))
+    tokens = metrics.get(FINAL_TOKENS)
     return None if per_token is None or tokens is None else per_token * tokens
 
 
@@ -188,11 +211,11 @@ def _val_curve(client: "MlflowClient", run_id: str, tokens_per_step: int) -> tup
     """val/loss per step with the tokens seen by then (a fixed number per step) and the
     wall-clock time interpolated from the progress/elapsed_s logged every log_interval
     steps (evaluations can fall in between)."""
-    losses = {m.step: m.value for m in client.get_metric_history(run_id, "val/loss")}
+    losses = {m.step: m.value for m in client.get_metric_history(run_id, VAL_LOSS)}
     if not losses:
         return ()
     steps = sorted(losses)
-    logged = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "progress/elapsed_s"))
+    logged = sorted((m.step, m.value) for m in client.get_metric_history(run_id, ELAPSED_S))
     if logged:
         # (0, 0) anchors evaluations before the first log; past the last log, the last value.
         xs, ys = zip(*([(0, 0.0)] + logged))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llm_sweep.run_record import TOKENS, TRAIN_LOSS, VAL_LOSS
+
 
 def read_loss_curves(metrics_path: Path, tokens_per_step: int
                      ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -18,10 +20,10 @@ def read_loss_curves(metrics_path: Path, tokens_per_step: int
         except json.JSONDecodeError:  # a line cut short by a killed job
             continue
         tokens = record["step"] * tokens_per_step
-        if "train/loss" in record:
-            train.append((int(record.get("progress/tokens", tokens)), record["train/loss"]))
-        if "val/loss" in record:
-            val.append((tokens, record["val/loss"]))
+        if TRAIN_LOSS in record:
+            train.append((int(record.get(TOKENS, tokens)), record[TRAIN_LOSS]))
+        if VAL_LOSS in record:
+            val.append((tokens, record[VAL_LOSS]))
     return train, val
 
 
@@ -37,9 +39,9 @@ def plot_loss_curve(metrics_path: Path, tokens_per_step: int, out_path: Path,
     figure = Figure(figsize=(7, 4), dpi=100, layout="constrained")
     axes = figure.subplots()
     if train:
-        axes.plot(*zip(*train), label="train/loss", linewidth=1.2)
+        axes.plot(*zip(*train), label=TRAIN_LOSS, linewidth=1.2)
     if val:
-        axes.plot(*zip(*val), "o-", label="val/loss", linewidth=1.5, markersize=3)
+        axes.plot(*zip(*val), "o-", label=VAL_LOSS, linewidth=1.5, markersize=3)
     axes.set_title(title, fontsize=10)
     axes.set_xlabel("tokens")
     axes.set_ylabel("loss")
