@@ -18,7 +18,7 @@ PY=$WORK/venv/bin/python
 mkdir "$WORK/empty" && cd "$WORK/empty"
 export LLM_SWEEP_CACHE=$WORK/cache
 "$PY" - <<'PY'
-import llm_sweep.config as config
+import llm_sweep.core.config as config
 assert "site-packages" in str(config.CONF_DIR), config.CONF_DIR
 print("configs shipped in", config.CONF_DIR)
 PY

@@ -108,7 +108,7 @@ for entry in ("llm_sweep.__main__", "llm_sweep.bench"):  # the project's imports
         importlib.import_module(entry)
     except Exception as exc:
         sys.exit(f"import {entry} failed: {type(exc).__name__}: {exc}")
-from llm_sweep.data import gpt2_encoding
+from llm_sweep.data.tokenizer import gpt2_encoding
 assert gpt2_encoding().encode("Hello world") == [15496, 995], "the offline GPT-2 tokenizer"
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "python", sys.version.split()[0])

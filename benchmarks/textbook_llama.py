@@ -21,11 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from llm_sweep.core.model_config import ModelConfig
+from llm_sweep.core.optim_config import OptimConfig
 from llm_sweep.hardware import autocast_for
-from llm_sweep.models import ModelConfig, build_model
-from llm_sweep.optim import OptimizerHook, build_optimizer
-from llm_sweep.optim.config import OptimConfig
-from llm_sweep.reporting.plan import load_presets
+from llm_sweep.models.build import build_model
+from llm_sweep.optim.build import build_optimizer
+from llm_sweep.optim.hooks import OptimizerHook
+from llm_sweep.report.plan import load_presets
 from llm_sweep.training.steps import forward_backward, optimizer_step
 
 

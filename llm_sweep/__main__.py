@@ -4,7 +4,6 @@ than rank 0 keep no Hydra output of their own and train in rank 0's run director
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 import tempfile
@@ -13,7 +12,8 @@ from typing import Iterator, Optional
 import hydra
 from omegaconf import DictConfig
 
-from llm_sweep.config import CONF_DIR, register_configs
+from llm_sweep.core.config import CONF_DIR, register_configs
+from llm_sweep.core.world import World
 from llm_sweep.job import run_job
 
 register_configs()
@@ -31,10 +31,11 @@ def quiet_unless_rank_zero() -> Iterator[None]:
     """Started as a rank other than 0 (torchrun, or RANK/WORLD_SIZE set by hand): Hydra runs in
     a scratch folder, removed at the end (the job trains in the run directory that rank 0
     broadcasts)."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    rank = World.from_env().rank
+    if rank == 0:
         yield
         return
-    scratch = tempfile.mkdtemp(prefix=f"llm_sweep-rank{os.environ['RANK']}-")
+    scratch = tempfile.mkdtemp(prefix=f"llm_sweep-rank{rank}-")
     sys.argv += [f"hydra.run.dir={scratch}", *QUIET_RANK]  # later overrides win
     try:
         yield

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from torch import nn
 
-from llm_sweep.cli import user_errors
-from llm_sweep.errors import LlmSweepError
-from llm_sweep.models import gpt2_hf, llama_hf, unwrap
+from llm_sweep.core import console
+from llm_sweep.core.console import user_errors
+from llm_sweep.core.errors import LlmSweepError
+from llm_sweep.models import gpt2_hf, llama_hf
+from llm_sweep.models.build import unwrap
 from llm_sweep.training.checkpoint import load_model
 
 CONVERTERS = {"llama": llama_hf.to_hf, "gpt2": gpt2_hf.to_hf}
@@ -24,7 +26,7 @@ CONVERTERS = {"llama": llama_hf.to_hf, "gpt2": gpt2_hf.to_hf}
 def export_model(model: nn.Module, out_dir: str | Path) -> Path:
     """Write an in-memory model (compiled or not) as a transformers model directory, fp32 safetensors."""
     try:
-        import transformers
+        import transformers  # an optional extra: llm_sweep[hf]
     except ImportError as exc:
         raise LlmSweepError("exporting needs transformers: pip install 'llm_sweep[hf]'") from exc
     model = unwrap(model)
@@ -45,9 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m llm_sweep.export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a checkpoint file, or a run directory (its newest checkpoint)")
     parser.add_argument("out_dir", help="the transformers model directory to write")
+    console.configure_logging()
     args = parser.parse_args(argv)
     out_dir = export_hf(args.checkpoint, args.out_dir)
-    print(f"exported {args.checkpoint} to {out_dir}")
+    console.show(f"exported {args.checkpoint} to {out_dir}")
 
 
 if __name__ == "__main__":

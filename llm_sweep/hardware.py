@@ -18,7 +18,7 @@ from typing import Callable, ContextManager
 
 import torch
 
-from llm_sweep.errors import ConfigError
+from llm_sweep.core.errors import ConfigError
 
 # Dense bf16 tensor-core peaks (FLOP/s, no 2:4 sparsity) by the name torch reports, e.g.
 # "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA A100-SXM4-80GB". The first key
@@ -51,7 +51,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
-    return torch.device(name)  # auto, cpu or cuda: the rule of `device` in llm_sweep.config
+    return torch.device(name)  # auto, cpu or cuda: the rule of `device` in llm_sweep.core.config
 
 
 def configure_backends(device: torch.device) -> None:
@@ -83,7 +83,7 @@ def compile_enabled(device: torch.device, setting: bool | str) -> bool:
 
 def cpp_compiler() -> str | None:
     """The C++ compiler inductor would use for CPU code, None when there is none."""
-    from torch._inductor import config
+    from torch._inductor import config  # inductor loads only when compiling is considered
 
     names = [name for name in config.cpp.cxx if name] or ["g++"]
     return next((shutil.which(name) for name in names if shutil.which(name)), None)

@@ -1,6 +1,6 @@
 """One Hydra job: validate the config, track the run, train, and record how it ended.
 
-Every job writes its status file (llm_sweep.run_record): running, then finished, failed,
+Every job writes its status file (llm_sweep.core.run_record): running, then finished, failed,
 pruned or killed. Sweeps read it to build their results table and to skip jobs that
 already finished with the same config. Whatever a sweep's job raises, the job is recorded
 failed (status file, MLflow run with an `error` tag) and returns NaN, so the sweep goes
@@ -21,16 +21,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.cli import exit_with_error
-from llm_sweep.config import RunConfig, load_config
-from llm_sweep.errors import ConfigError, LlmSweepError
-from llm_sweep.run_record import (STATUS_FAILED, STATUS_FINISHED, STATUS_KILLED, STATUS_PRUNED,
-                                  STATUS_RUNNING, config_hash, read_status, write_status)
+from llm_sweep.core import console
+from llm_sweep.core.config import RunConfig, load_config
+from llm_sweep.core.console import exit_with_error
+from llm_sweep.core.errors import ConfigError, LlmSweepError, PeerLost
+from llm_sweep.core.run_record import (STATUS_FAILED, STATUS_FINISHED, STATUS_KILLED, STATUS_PRUNED,
+                                       STATUS_RUNNING, config_hash, read_status, write_status)
+from llm_sweep.core.world import World
 from llm_sweep.training.stop import RunInterrupted, RunPruned, StopRequest
 
 if TYPE_CHECKING:
     from llm_sweep.tracking import Tracker
-    from llm_sweep.tracking.describe import JobContext
 
 
 class RunDirTaken(ConfigError):
@@ -53,60 +54,74 @@ class JobRecord:
 
 def run_job(cfg: DictConfig) -> Optional[float]:
     """The Hydra task: returns the final validation loss (what sweepers minimize)."""
-    from llm_sweep.tracking.describe import JobContext
-
     hydra_cfg = HydraConfig.get()
     record = JobRecord(Path(hydra_cfg.runtime.output_dir))
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return _train_job(cfg, record, JobContext.current())
+        return _train_job(cfg, record)
     except (RunInterrupted, KeyboardInterrupt):
         raise  # recorded killed; submitit requeues a preempted job
     except Exception as exc:  # any error: recorded, then reported per run mode
         fail_fast = OmegaConf.select(cfg, "sweep.fail_fast", default=False) is True
         return _failed(cfg, record, exc, multirun and not fail_fast)
-    finally:
-        if "llm_sweep.training.distributed" in sys.modules:  # imported once training started
-            sys.modules["llm_sweep.training.distributed"].leave_world()
 
 
-def _train_job(cfg: DictConfig, record: JobRecord, job: JobContext) -> float:
+def _train_job(cfg: DictConfig, record: JobRecord) -> float:
     run = load_config(cfg)  # a bad value fails here, before torch is imported
+    # after validation: a bad value fails before torch and MLflow load
     from llm_sweep.sweeping.gpu_slots import claim_gpus_for_trial
-    from llm_sweep.training.distributed import broadcast_from_main, join_world
+    # after validation: a bad value fails before torch and MLflow load
+    from llm_sweep.training.distributed import as_peer_lost, join_world, leave_world
 
     record.digest = config_hash(run)
     claim_gpus_for_trial(run.distributed.gpus_per_trial, run.distributed.timeout_s)  # before CUDA starts
-    world = join_world(run.distributed.timeout_s)
+    world = join_world(run.distributed.timeout_s)  # the run's one process group, passed down
+    try:
+        return _train_in_world(run, record, world)
+    except RuntimeError as exc:  # a collective that failed because a peer is gone: one line
+        raise as_peer_lost(exc) or exc
+    finally:
+        leave_world()
+
+
+def _train_in_world(run: RunConfig, record: JobRecord, world: World) -> float:
+    # after validation: a bad value fails before torch and MLflow load
+    from llm_sweep.training.distributed import broadcast_from_main
+
     record.main = world.is_main
     record.run_dir = Path(broadcast_from_main(str(record.run_dir), world))  # one run directory
     # Rank 0 reads the status file before anyone writes it: every process decides alike.
     previous = broadcast_from_main(read_status(record.run_dir) if world.is_main else None, world)
     if previous and previous["status"] == STATUS_FINISHED and previous.get("config_hash") == record.digest:
         if world.is_main:
-            print(f"already finished in {record.run_dir} (val/loss {previous['val_loss']:.4f}); skipping")
+            console.show(f"already finished in {record.run_dir} (val/loss {previous['val_loss']:.4f}); skipping")
         return previous["val_loss"]
     if previous and previous.get("config_hash") not in (None, record.digest):
         raise RunDirTaken(f"{record.run_dir} holds a run with a different config "
                           f"({previous['config_hash']}, now {record.digest}); choose a new "
                           "hydra.run.dir / hydra.sweep.dir")
     record.status(STATUS_RUNNING)
-    return _train_tracked(run, record, job)
+    return _train_tracked(run, record, world)
 
 
-def _train_tracked(run: RunConfig, record: JobRecord, job: JobContext) -> float:
+def _train_tracked(run: RunConfig, record: JobRecord, world: World) -> float:
+    # after validation: a bad value fails before torch and MLflow load
     from llm_sweep.sweeping.preemption import preemption_guard
+    # after validation: a bad value fails before torch and MLflow load
     from llm_sweep.tracking import NullTracker, start_tracking
-    from llm_sweep.training import train
+    # after validation: a bad value fails before torch and MLflow load
+    from llm_sweep.tracking.describe import JobContext
+    # after validation: a bad value fails before torch and MLflow load
+    from llm_sweep.training.loop import train
 
-    record.tracker = tracker = (start_tracking(run, job, record.run_dir, record.digest)
+    record.tracker = tracker = (start_tracking(run, JobContext.current(), record.run_dir, record.digest)
                                 if record.main else NullTracker())
     stop = StopRequest()
     sinks = [*tracker.sinks(), *pruning_sinks(stop)] if record.main else []
     try:
         with preemption_guard(stop) as guard:
             try:
-                summary = train(run, record.run_dir, sinks=sinks, stop=stop)
+                summary = train(run, record.run_dir, sinks=sinks, stop=stop, world=world)
             except RunInterrupted as exc:
                 _stopped(record, STATUS_KILLED, str(exc))
                 guard.hand_over()  # under submitit: requeue and exit here
@@ -125,7 +140,8 @@ def _train_tracked(run: RunConfig, record: JobRecord, job: JobContext) -> float:
 
 def pruning_sinks(stop: StopRequest) -> list:
     """The Optuna pruning reporter when this job is a trial of the Optuna sweeper."""
-    from llm_sweep.sweeping.pruning import OptunaPruningReporter
+    # after validation: a bad value fails before torch and MLflow load
+    from hydra_plugins.llm_sweep_optuna.pruning import OptunaPruningReporter
 
     reporter = OptunaPruningReporter.from_env(stop)
     return [reporter] if reporter is not None else []
@@ -152,9 +168,6 @@ def _failed(cfg: DictConfig, record: JobRecord, exc: Exception, keep_going: bool
     """Record a failure everywhere the job is seen. In a sweep, return NaN so the other jobs go
     on; a single run exits 2 with one line for a user error, 1 with one line when another
     process of the run died, and re-raises a bug."""
-    distributed = sys.modules.get("llm_sweep.training.distributed")
-    lost = distributed.as_peer_lost(exc) if distributed is not None else None
-    exc = lost or exc
     message = one_line(exc)
     if not isinstance(exc, RunDirTaken):
         record.status(STATUS_FAILED, error=message)
@@ -163,12 +176,12 @@ def _failed(cfg: DictConfig, record: JobRecord, exc: Exception, keep_going: bool
     elif keep_going and record.main:
         _track_failed_job(cfg, record, one_line(exc, with_type=True))
     if keep_going:
-        print(f"error: {message}", file=sys.stderr)
+        console.error(message)
         if not isinstance(exc, LlmSweepError):
             traceback.print_exception(exc)
         return math.nan
-    if lost is not None:
-        print(f"error: {message}", file=sys.stderr, flush=True)
+    if isinstance(exc, PeerLost):
+        console.error(message)
         sys.exit(1)
     if isinstance(exc, LlmSweepError):
         exit_with_error(exc)
@@ -177,6 +190,7 @@ def _failed(cfg: DictConfig, record: JobRecord, exc: Exception, keep_going: bool
 
 def _track_failed_job(cfg: DictConfig, record: JobRecord, message: str) -> None:
     """A sweep's job that failed before its run was tracked still shows in MLflow, FAILED."""
+    # after validation: a bad value fails before torch and MLflow load
     from llm_sweep.tracking.failed import record_failed_job
 
     record_failed_job(cfg, record.run_dir, message)

@@ -10,9 +10,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from llm_sweep.cli import user_errors
-from llm_sweep.config import CONF_DIR, load_config, register_configs
-from llm_sweep.data import prepare_dataset
+from llm_sweep.core.config import CONF_DIR, load_config, register_configs
+from llm_sweep.core.console import user_errors
+from llm_sweep.data.cache import prepare_dataset
 
 # Preparing data writes nothing but the cache: no run directory, no Hydra logs.
 _QUIET_HYDRA = ("hydra.run.dir=.", "hydra.output_subdir=null",

@@ -51,12 +51,9 @@ def fresh_compile_cache():
 
 
 @pytest.fixture
-def world_of_one(monkeypatch):
-    """This process as a process group of one on Gloo (what torchrun --nproc_per_node=1
-    makes): the DDP code paths, in-process. Left at the end."""
+def one_rank_env(monkeypatch) -> None:
+    """The environment torchrun --nproc_per_node=1 gives its process (a free port)."""
     import socket
-
-    from llm_sweep.training.distributed import join_world, leave_world
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,6 +61,13 @@ def world_of_one(monkeypatch):
     for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0",
                        "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def world_of_one(one_rank_env):
+    """This process as a process group of one on Gloo: the DDP code paths, in-process."""
+    from llm_sweep.training.distributed import join_world, leave_world
+
     world = join_world(60)
     assert world.distributed
     yield world

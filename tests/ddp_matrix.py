@@ -21,9 +21,10 @@ from pathlib import Path
 import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 
-from llm_sweep.config import CONF_DIR, load_config, register_configs
-from llm_sweep.training import train
-from llm_sweep.training.distributed import current_world, join_world, leave_world
+from llm_sweep.core.config import CONF_DIR, load_config, register_configs
+from llm_sweep.core.world import World
+from llm_sweep.training.distributed import join_world, leave_world
+from llm_sweep.training.loop import train
 from llm_sweep.training.sinks import Sink
 from llm_sweep.training.stop import PREEMPTED, RunInterrupted, StopRequest
 
@@ -74,13 +75,12 @@ def first_loss(run_dir: Path) -> float:
     raise AssertionError(f"no train/loss in {run_dir}")
 
 
-def run_case(name: str, overrides: list[str], out: Path, preempt_at: int | None = None) -> None:
-    world = current_world()
+def run_case(world: World, name: str, overrides: list[str], out: Path, preempt_at: int | None = None) -> None:
     run_dir = out / name
     stop = StopRequest()
     sinks = [PreemptAt(stop, preempt_at)] if preempt_at else []
     try:
-        summary = train(run_config(overrides), run_dir, sinks=sinks, stop=stop)
+        summary = train(run_config(overrides), run_dir, sinks=sinks, stop=stop, world=world)
         result = {key: summary[key] for key in ("val_loss", "steps", "tokens", "binding_budget")}
     except RunInterrupted:
         result = {"interrupted": True}
@@ -95,16 +95,16 @@ def main(out: Path, phase: str) -> None:
     here.mkdir(parents=True, exist_ok=True)
     if phase == "train":
         for name, overrides in CASES.items():
-            run_case(name, overrides, here)
-        run_case("uninterrupted", RESUMED, here)
-        run_case("preempted", RESUMED, here, preempt_at=PREEMPT_AT)
+            run_case(world, name, overrides, here)
+        run_case(world, "uninterrupted", RESUMED, here)
+        run_case(world, "preempted", RESUMED, here, preempt_at=PREEMPT_AT)
     else:  # resume, on this world size, what the other one wrote
         other = out / f"w{3 - world.world_size}" / "preempted"
         if world.is_main:
             shutil.copytree(other, here / "resumed")
         if world.distributed:
             dist.barrier()  # every rank reads the checkpoint once rank 0 has copied it
-        run_case("resumed", [*RESUMED, "resume=auto"], here)
+        run_case(world, "resumed", [*RESUMED, "resume=auto"], here)
     leave_world()
 
 

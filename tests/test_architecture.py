@@ -3,6 +3,8 @@ for user errors in every command."""
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,15 +14,14 @@ from conftest import REPO, run_app
 
 # Lowest first. A module may import modules of its own layer or of a lower one, never higher.
 LAYERS = [
-    ("foundation", ["llm_sweep.errors", "llm_sweep.run_record", "llm_sweep.cli", "llm_sweep.references",
-                    "llm_sweep.rules", "llm_sweep.lazy"]),
-    ("building blocks", ["llm_sweep.models", "llm_sweep.optim", "llm_sweep.data", "llm_sweep.hardware",
-                         "llm_sweep.config"]),
+    ("core", ["llm_sweep.core"]),
+    ("building blocks", ["llm_sweep.models", "llm_sweep.optim", "llm_sweep.data", "llm_sweep.hardware"]),
     ("training", ["llm_sweep.training"]),
-    ("services", ["llm_sweep.tracking", "llm_sweep.sweeping", "llm_sweep.benchmarking",
-                  "llm_sweep.planning", "llm_sweep.reporting", "hydra_plugins"]),
-    ("entry points", ["llm_sweep.job", "llm_sweep.__main__", "llm_sweep.bench", "llm_sweep.plan",
-                      "llm_sweep.report", "llm_sweep.export", "llm_sweep.prepare", "llm_sweep"]),
+    ("services", ["llm_sweep.tracking", "llm_sweep.sweeping", "llm_sweep.bench", "llm_sweep.plan",
+                  "llm_sweep.report", "hydra_plugins"]),
+    ("entry points", ["llm_sweep.job", "llm_sweep.__main__", "llm_sweep.bench.cli", "llm_sweep.bench.__main__",
+                      "llm_sweep.plan.cli", "llm_sweep.plan.__main__", "llm_sweep.report.cli",
+                      "llm_sweep.report.__main__", "llm_sweep.export", "llm_sweep.prepare", "llm_sweep"]),
 ]
 PACKAGES = ("llm_sweep", "hydra_plugins")
 MAX_FUNCTION_LINES = 60
@@ -155,3 +156,56 @@ def test_every_command_reports_a_user_error_in_one_line_with_exit_code_2(tmp_pat
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and named in last
     assert "Traceback" not in result.stderr
+
+
+# --- plain imports: the call graph is what the files say --------------------------------------
+
+def function_level_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every import inside a function, and whether a comment says why: on
+    its line, or on the line before."""
+    lines = path.read_text().splitlines()
+    found = []
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                here, before = lines[inner.lineno - 1], lines[inner.lineno - 2].strip()
+                if "#" not in here and not before.startswith("#"):
+                    found.append((inner.lineno, here.strip()))
+    return found
+
+
+def test_every_function_level_import_says_why():
+    unexplained = [f"{path.relative_to(REPO)}:{line}: {text}" for path in module_files().values()
+                   for line, text in function_level_imports(path)]
+    assert unexplained == []
+
+
+def test_no_lazy_package_fronts_and_no_hydra_internals():
+    for name, path in module_files().items():
+        text = path.read_text()
+        assert "def __getattr__" not in text, f"{name}: a lazy package front"
+        assert "hydra._internal" not in text, f"{name}: Hydra's internals"
+        assert "sys.modules[" not in text and "sys.modules.get(" not in text, f"{name}: looks a module up at run time"
+
+
+def test_no_module_imports_another_packages_private_module(graph):
+    private = [f"{src} imports {dst}" for src, targets in graph.items() for dst in targets
+               if dst.rsplit(".", 1)[-1].startswith("_") and not dst.endswith("__main__")
+               and dst.rsplit(".", 1)[0] != src.rsplit(".", 1)[0]]
+    assert private == []
+
+
+def test_the_core_imports_no_torch():
+    core = sorted(name for name in module_files() if name.startswith("llm_sweep.core"))
+    code = f"import sys; import {', '.join(core)}; print(sorted(m for m in ('torch', 'numpy', 'mlflow') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['numpy']" or done.stdout.strip() == "[]", done.stdout
+    assert "torch" not in done.stdout
+
+
+def test_only_the_console_prints():
+    printing = [name for name, path in module_files().items()
+                if name != "llm_sweep.core.console" and re.search(r"\bprint\(", path.read_text())]
+    assert printing == []

@@ -23,23 +23,23 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from conftest import TINY, run_app
-from slurm_cluster import slurm_cluster  # noqa: F401
 from hydra_plugins.llm_sweep_optuna._trials import FailureCount
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
-from llm_sweep.config import BatchConfig, BudgetConfig, RunConfig
-from llm_sweep.errors import ConfigError
-from llm_sweep.models.config import ModelConfig
-from llm_sweep.models.size import flops_per_token
-from llm_sweep.planning.plan import DEFAULT_MFU, DEFAULT_PEAK_FLOPS
-from llm_sweep.rules import check
+from hydra_plugins.llm_sweep_optuna.pruning import (PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, TRIAL_ENV,
+                                                    OptunaPruningReporter, build_pruner)
+from llm_sweep.core.config import BatchConfig, BudgetConfig, RunConfig
+from llm_sweep.core.errors import ConfigError
+from llm_sweep.core.model_config import ModelConfig
+from llm_sweep.core.rules import check
+from llm_sweep.core.size import flops_per_token
+from llm_sweep.plan.presets import DEFAULT_MFU, DEFAULT_PEAK_FLOPS
 from llm_sweep.sweeping.costs import expected_throughput, job_cost
-from llm_sweep.sweeping.preview import SLURM_LAUNCHER, SweepPreview
+from llm_sweep.sweeping.preview import SweepPreview
 from llm_sweep.sweeping.preview_text import describe_launcher
-from llm_sweep.sweeping.pruning import (PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, TRIAL_ENV, OptunaPruningReporter,
-                                        build_pruner)
 from llm_sweep.training.metrics import tokens_per_s_at_mfu
 from llm_sweep.training.sinks import RunInfo
 from llm_sweep.training.stop import StopRequest
+from slurm_cluster import slurm_cluster  # noqa: F401
 
 APP = Path(__file__).resolve().parent / "optuna_app" / "my_app.py"
 STUDY = "my_app"
@@ -56,7 +56,7 @@ def sweep(folder: Path, *overrides: str,
     cmd = [sys.executable, str(APP), "--multirun", "hydra/sweeper=optuna", *launcher,
            f"hydra.sweeper.storage={storage_of(folder)}", f"hydra.sweep.dir={folder}/sweep", *overrides]
     start = time.monotonic()
-    done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=420)  # a bound, not a speed limit
     return done, time.monotonic() - start
 
 
@@ -172,7 +172,7 @@ def test_a_bench_sets_the_expected_throughput(tmp_path: Path) -> None:
 
 
 def test_the_dry_run_names_the_slurm_arrays_it_would_submit() -> None:
-    launcher = OmegaConf.create({"_target_": SLURM_LAUNCHER, "partition": "gpu", "timeout_min": 240,
+    launcher = OmegaConf.create({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", "partition": "gpu", "timeout_min": 240,
                                  "gpus_per_node": 1, "nodes": 1, "cpus_per_task": 8, "mem_gb": 64,
                                  "array_parallelism": 8})
     text = describe_launcher(SweepPreview([], [10, 10, 5], expected_throughput(None, None)), launcher)
@@ -242,6 +242,18 @@ def test_continuing_an_async_study_adds_exactly_the_difference(tmp_path: Path) -
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()) == list("01234")
 
 
+def both_trials_running(folder: Path) -> bool:
+    """Trials 0 and 1 are RUNNING in the study and their jobs have started (Hydra made their
+    run directories): the state the interrupt is meant to find."""
+    if len(list((folder / "sweep").glob("[01]/.hydra"))) < 2 or not (folder / "optuna.db").exists():
+        return False
+    try:
+        states = [t.state for t in trials_of(folder)]
+    except Exception:  # the study is still being created
+        return False
+    return states == [TrialState.RUNNING] * 2
+
+
 @pytest.mark.slow
 def test_ctrl_c_records_every_started_trial_and_a_rerun_continues(tmp_path: Path) -> None:
     cmd = [sys.executable, str(APP), "--multirun", "hydra/sweeper=optuna", *LOCAL, "sleep=60",
@@ -253,13 +265,13 @@ def test_ctrl_c_records_every_started_trial_and_a_rerun_continues(tmp_path: Path
     with log.open("w") as out:
         sweeper = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 240  # a wait, not a speed limit: a busy machine starts jobs late
-        while len(list((tmp_path / "sweep").glob("[01]/.hydra"))) < 2:  # both jobs are running
+        deadline = time.monotonic() + 240  # a wait on a state, not a speed limit
+        while not both_trials_running(tmp_path):
             assert sweeper.poll() is None, f"the sweeper ended early: {log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "the jobs never started"
+            assert time.monotonic() < deadline, f"the jobs never started: {log.read_text()[-3000:]}"
             time.sleep(0.2)
         sweeper.send_signal(signal.SIGINT)
-        sweeper.wait(timeout=120)
+        sweeper.wait(timeout=240)  # it cancels both jobs first: bounded, not timed
     finally:
         if sweeper.poll() is None:
             sweeper.kill()

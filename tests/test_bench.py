@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_app
-from llm_sweep.benchmarking import MODES, BenchMode, BenchRecord, PhaseTimes, compile_overhead_s, parse_modes
-from llm_sweep.training.metrics import mfu, tokens_per_s
+from llm_sweep.bench.metrics import BenchRecord, PhaseTimes, compile_overhead_s
+from llm_sweep.bench.modes import MODES, BenchMode, parse_modes
+from llm_sweep.bench.results import read_bench
+from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.hardware import peak_memory_bytes, reset_peak_memory
-from llm_sweep.models import ModelConfig, build_model
 from llm_sweep.models import layers
+from llm_sweep.models.build import build_model
 from llm_sweep.models.layers import linear_cross_entropy, loss_chunk_rows
-from llm_sweep.benchmarking.results import read_bench
+from llm_sweep.training.metrics import mfu, tokens_per_s
 
 RECORD_KEYS = {"mode", "tokens_per_s", "step_ms", "mfu", "peak_mem_bytes", "compile_s", "warmup_s",
                "fwd_bwd_ms", "optim_ms", "data_ms", "flops_per_token", "peak_flops"}
@@ -240,8 +243,8 @@ def test_compiled_bf16_step_on_cuda_matches_eager():
 def test_bench_on_cuda_reports_allocated_memory_and_the_gpu_peak():
     from hydra import compose, initialize_config_dir
 
-    from llm_sweep.benchmarking import run_bench
-    from llm_sweep.config import CONF_DIR, load_config, register_configs
+    from llm_sweep.bench.runner import run_bench
+    from llm_sweep.core.config import CONF_DIR, load_config, register_configs
     from llm_sweep.hardware import gpu_peak_flops
 
     register_configs()
@@ -262,19 +265,17 @@ def test_bench_on_cuda_reports_allocated_memory_and_the_gpu_peak():
     assert result.summary["device"] == name
 
 
-def test_the_bench_leaves_its_process_group(world_of_one):
-    """Started as a process of a group (torchrun), the bench leaves it when done: NCCL may
-    hang at exit otherwise."""
+def test_the_bench_leaves_its_process_group(one_rank_env, tmp_path, monkeypatch):
+    """Started as a process of a group (torchrun), the bench command joins it and leaves it
+    when done (NCCL may hang at exit otherwise): the command itself, in this process."""
     import torch.distributed as dist
-    from hydra import compose, initialize_config_dir
 
-    from llm_sweep.benchmarking import run_bench
-    from llm_sweep.config import CONF_DIR, load_config, register_configs
+    from llm_sweep.bench.cli import main
 
-    register_configs()
-    overrides = [*SMALL, "bench.modes=[eager-fp32]", "bench.warmup_steps=1", "bench.steps=1",
-                 "peak_flops=1e11", "optim=sophiag", "optim.hessian_interval=1"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        run = load_config(compose(config_name="config", overrides=overrides))
-    result = run_bench(run)
-    assert result.summary["ddp"] and not dist.is_initialized()
+    args = [*SMALL, "bench.modes=[eager-fp32]", "bench.warmup_steps=1", "bench.steps=1", "peak_flops=1e11",
+            "optim=sophiag", "optim.hessian_interval=1", f"hydra.run.dir={tmp_path}/out"]
+    monkeypatch.setattr(sys, "argv", ["bench", *args])
+    main()
+    bench = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert bench["ddp"] and bench["world_size"] == 1  # it trained in the group
+    assert not dist.is_initialized()

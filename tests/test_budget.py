@@ -1,6 +1,6 @@
 """Budget progress follows whichever budget binds first."""
-from llm_sweep.training.budget import Budget, Spent
-from llm_sweep.config import BudgetConfig
+from llm_sweep.core.budget import Budget, Spent
+from llm_sweep.core.config import BudgetConfig
 
 
 def test_progress_is_the_largest_fraction_spent():

@@ -5,8 +5,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from llm_sweep.config import CONF_DIR, RunConfig, load_config, parse_duration, register_configs
-from llm_sweep.errors import ConfigError
+from llm_sweep.core.budget import parse_duration
+from llm_sweep.core.config import CONF_DIR, RunConfig, load_config, register_configs
+from llm_sweep.core.errors import ConfigError
 
 register_configs()
 
@@ -97,10 +98,10 @@ def test_the_vocabulary_follows_the_tokenizer_unless_set(overrides, vocab):
 
 
 def test_a_model_config_without_data_uses_the_default_tokenizers_vocabulary():
-    from llm_sweep.models import build_model
-    from llm_sweep.models.config import ModelConfig
-    from llm_sweep.models.size import param_count
-    from llm_sweep.planning.plan import load_presets
+    from llm_sweep.core.model_config import ModelConfig
+    from llm_sweep.core.size import param_count
+    from llm_sweep.models.build import build_model
+    from llm_sweep.plan.presets import load_presets
 
     assert build_model({"n_layer": 1, "n_embd": 64}).config.vocab_size == 50304
     assert param_count(ModelConfig(n_layer=1, n_embd=64)) == param_count(

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from llm_sweep.data import BatchShare, BatchSampler, TokenShard, iter_eval_batches
-from llm_sweep.data.batches import StepPrefetcher
-from llm_sweep.data.shards import HEADER, MAGIC
+from llm_sweep.core.errors import ConfigError, DataError
+from llm_sweep.core.world import BatchShare
+from llm_sweep.data.batches import BatchSampler, StepPrefetcher, iter_eval_batches
+from llm_sweep.data.shards import HEADER, MAGIC, TokenShard
 from llm_sweep.data.sources import shakespeare_documents, text_documents
-from llm_sweep.errors import ConfigError, DataError
-
 
 # --- shards -------------------------------------------------------------------------
 

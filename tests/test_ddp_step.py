@@ -1,6 +1,7 @@
 """How the training step is built for DDP, in a process group of one on Gloo (in this
 process): compiled over DDP, so the all-reduce of each gradient bucket can overlap the
-backward, and SophiaG's Hessian refresh going through the same wrappers."""
+backward, SophiaG's Hessian refresh going through the same wrappers, and the processes'
+agreement on when to stop."""
 from __future__ import annotations
 
 import contextlib
@@ -11,11 +12,13 @@ import pytest
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from llm_sweep.models import ModelConfig, build_model, unwrap
-from llm_sweep.optim import build_optimizer
-from llm_sweep.optim.config import OptimConfig
+from llm_sweep.core.model_config import ModelConfig
+from llm_sweep.core.optim_config import OptimConfig
+from llm_sweep.models.build import build_model, unwrap
+from llm_sweep.optim.build import build_optimizer
 from llm_sweep.training.distributed import wrap_for_ddp
 from llm_sweep.training.steps import forward_backward
+from llm_sweep.training.stop import BUDGET, PREEMPTED, PRUNED, StopRequest
 
 
 def small_model() -> torch.nn.Module:
@@ -58,3 +61,33 @@ def test_the_hessian_refresh_goes_through_ddp_and_a_zero_weight_adds_nothing(wor
     again, hook2 = build_optimizer(model, OptimConfig(name="sophiag", hessian_interval=1), 64, "cpu", seed=3)
     hook2.after_step(0, step_model, inputs, contextlib.nullcontext, first_row=0, weight=1.0)
     assert all(torch.equal(again.state[p]["hessian"], h) for p, h in zip(model.parameters(), estimate))
+
+
+def agree(stops: list[StopRequest], during: dict[int, str] | None = None) -> list[str | None]:
+    """One agreement, as training.loop.settle makes it: each process sends its code, a
+    request may reach a process while the all-reduce runs (`during`), all adopt the max."""
+    sent = [stop.code for stop in stops]
+    for rank, reason in (during or {}).items():
+        stops[rank].request(reason, "signal")
+    agreed = max(sent)
+    for stop, code in zip(stops, sent):
+        stop.adopt(agreed, code)
+    return [stop.reason for stop in stops]
+
+
+def test_a_stop_that_arrives_during_an_agreement_stops_every_process_at_the_next_one():
+    """A preemption signal reaching rank 1 while the processes agree must not make rank 1
+    stop alone (rank 0 would wait in a collective rank 1 never enters)."""
+    stops = [StopRequest(), StopRequest()]
+    assert agree(stops, during={1: PREEMPTED}) == [None, None]  # nobody stops yet, alike
+    assert agree(stops) == [PREEMPTED, PREEMPTED]  # sent, agreed, taken by both
+    assert stops[1].detail == "signal" and stops[0].detail == "on another process"
+
+
+def test_a_held_back_stop_yields_to_the_budget_agreed_at_the_same_step():
+    stops = [StopRequest(), StopRequest()]
+    stops[0].request(BUDGET)
+    assert agree(stops, during={1: PREEMPTED}) == [BUDGET, BUDGET]  # both finish normally
+    stops = [StopRequest(), StopRequest()]
+    stops[0].request(PRUNED)
+    assert agree(stops) == [PRUNED, PRUNED]

@@ -50,7 +50,9 @@ def finish(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[in
 
 
 def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    """The metrics.jsonl records written so far (a line still being written is not one yet)."""
+    lines = (run_dir / "metrics.jsonl").read_text().split("\n")
+    return [json.loads(line) for line in lines[:-1] if line]
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -100,11 +102,15 @@ def test_a_signal_to_one_rank_checkpoints_once_and_the_run_resumes_on_one_proces
     assert all(code == 0 for code, _, _ in finish(procs))
     split = start_ranks([*args, "hydra.run.dir=split"], tmp_path)
     wait_for(tmp_path / "split" / "metrics.jsonl")
-    while len(records(tmp_path / "split")) < 5:  # a few steps in
+    deadline = time.monotonic() + 240  # a wait on a state, not a speed limit
+    while len(records(tmp_path / "split")) < 5:  # a few steps in: both ranks are training
+        assert time.monotonic() < deadline and all(p.poll() is None for p in split), "no 5 steps"
         time.sleep(0.1)
     split[1].send_signal(signal.SIGUSR2)  # preemption reaches rank 1 only
     results = finish(split)
-    assert all(code != 0 for code, _, _ in results)  # both stopped: interrupted, not finished
+    said = "\n".join(f"rank {rank}: exit {code}\n{err[-1500:]}" for rank, (code, _, err) in enumerate(results))
+    assert all(code != 0 for code, _, _ in results), said  # both stopped: interrupted, not finished
+    assert (tmp_path / "split" / "checkpoints").is_dir(), said
     (checkpoint,) = (tmp_path / "split" / "checkpoints").iterdir()  # written once, by rank 0
     stopped_at = int(checkpoint.stem.split("_")[1])
     assert 5 <= stopped_at < 40

@@ -6,10 +6,11 @@ import sys
 import pytest
 import torch
 
-from llm_sweep.training.checkpoint import save_checkpoint
-from llm_sweep.errors import LlmSweepError
+from llm_sweep.core.errors import LlmSweepError
+from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.export import export_hf, export_model, main
-from llm_sweep.models import ModelConfig, build_model
+from llm_sweep.models.build import build_model
+from llm_sweep.training.checkpoint import save_checkpoint
 
 transformers = pytest.importorskip("transformers")
 

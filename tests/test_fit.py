@@ -11,13 +11,13 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from llm_sweep import report
-from llm_sweep.errors import DataError
-from llm_sweep.reporting.fit import (SEED_FLOPS_PER_TOKEN, SEED_NON_EMBEDDING_PARAMS, SEED_PARAMS,
-                                     RunPoint, budget_minimum, collect, fit_scaling)
-from llm_sweep.reporting.fit_summary import fit_section
-
 from conftest import run_app
+from llm_sweep.core.errors import DataError
+from llm_sweep.core.references import SEED_FLOPS_PER_TOKEN, SEED_NON_EMBEDDING_PARAMS, SEED_PARAMS
+from llm_sweep.report import cli as report
+from llm_sweep.report.fit import RunPoint, budget_minimum, collect, fit_scaling
+from llm_sweep.report.fit_result import FitResult
+from llm_sweep.report.fit_summary import fit_section
 
 # Hoffmann et al. (2022): L(N, D) = E + A / N^alpha + B / D^beta, with C = 6 N D.
 E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
@@ -219,9 +219,9 @@ def test_a_budget_whose_sizes_miss_the_optimum_is_left_out():
     runs = synthetic_runs(budgets=BUDGETS[:4], noise=0.001)
     runs += synthetic_runs(budgets=BUDGETS[4:], spread=np.linspace(-1.5, -0.5, 5), noise=0.001)
     fit = fit_scaling(as_points(runs), resamples=20)
-    last = fit["approach2"]["budgets"][-1]
-    assert not last["constrained"] and "above the largest model run" in last["reason"]
-    assert fit["approach2"]["fitted_budgets"] == 4
+    last = fit.total.approach2.minima[-1]
+    assert not last.located and "above the largest model run" in last.reason
+    assert fit.total.approach2.fitted_budgets == 4
     assert "not located: the minimum lies above the largest model run" in fit_section(fit)
 
 
@@ -234,9 +234,9 @@ def test_too_few_runs_raise_a_clear_error():
 def test_noisy_data_are_not_quoted():
     runs = synthetic_runs(budgets=BUDGETS[:2], spread=SPREAD[::2], noise=0.05, rng_seed=3)
     fit = fit_scaling(as_points(runs), resamples=20)
-    assert not fit["approach2"]["a_constrained"]
+    assert not fit.total.approach2.a.constrained
     section = fit_section(fit)
-    assert "a not constrained (95% CI" in section and f"a = {fit['approach2']['a']:.3f}" not in section
+    assert "a not constrained (95% CI" in section and f"a = {fit.total.approach2.a.value:.3f}" not in section
 
 
 def test_runs_without_a_flop_budget_are_grouped_by_compute():
@@ -260,8 +260,8 @@ def test_repeated_seeds_are_one_point_and_only_the_best_config_per_size_counts()
 
 
 def test_seed_run_constants_match_the_model_size_functions():
-    from llm_sweep.models.config import ModelConfig
-    from llm_sweep.models.size import flops_per_token, param_count
+    from llm_sweep.core.model_config import ModelConfig
+    from llm_sweep.core.size import flops_per_token, param_count
 
     wide3 = ModelConfig(name="wide3", arch="llama", n_layer=10, n_head=16, n_embd=1024)
     assert (param_count(wide3), param_count(wide3, non_embedding=True), flops_per_token(wide3, 512)) == (
@@ -269,8 +269,8 @@ def test_seed_run_constants_match_the_model_size_functions():
 
 
 def test_a_best_learning_rate_at_the_edge_of_its_grid_is_flagged():
-    from llm_sweep.reporting.fit_summary import lr_grid
-    from llm_sweep.reporting.runs import RunRow
+    from llm_sweep.report.fit_summary import lr_grid
+    from llm_sweep.report.runs import RunRow
 
     def row(n_embd: int, lr: float, loss: float, seed: int = 1) -> RunRow:
         return RunRow(f"r{n_embd}-{lr}-{seed}", "r", "e", "FINISHED", "p", "llama", 2, n_embd, 1, 1, 1,
@@ -280,17 +280,18 @@ def test_a_best_learning_rate_at_the_edge_of_its_grid_is_flagged():
             row(128, 1e-3, 2.0), row(128, 3e-3, 2.2), row(128, 3e-3, 1.6, seed=2),  # mean 1.9: best, at the edge
             row(256, 1e-3, 2.0)]  # one lr: no grid
     grids = lr_grid(rows)
-    assert [(g["shape"], g["best_lr"], g["at_edge"]) for g in grids] == [("2 x 64", 3e-3, False),
-                                                                          ("2 x 128", 3e-3, True)]
-    section = fit_section({**json.loads(json.dumps(fit_scaling(as_points(synthetic_runs(
-        budgets=BUDGETS[:2], spread=SPREAD[::2])), resamples=5))), "lr_grid": grids})
+    assert [(g.shape, g.best_lr, g.at_edge) for g in grids] == [("2 x 64", 3e-3, False),
+                                                                 ("2 x 128", 3e-3, True)]
+    fit = fit_scaling(as_points(synthetic_runs(budgets=BUDGETS[:2], spread=SPREAD[::2])), resamples=5)
+    section = fit_section(FitResult.from_json({**json.loads(json.dumps(fit.to_json())),
+                                               "lr_grid": [grid.to_json() for grid in grids]}))
     assert "- 1e+12 FLOPs, 2 x 128 (llama, adamw): lr 0.001, 0.003; best 0.003, AT THE EDGE" in section
     assert "2 x 64 (llama, adamw): lr 0.001, 0.003, 0.01; best 0.003, inside its grid" in section
 
 
 def test_a_rerun_with_the_same_seed_counts_once():
-    from llm_sweep.reporting.fit import points_from_runs
-    from llm_sweep.reporting.runs import RunRow
+    from llm_sweep.report.fit import points_from_runs
+    from llm_sweep.report.runs import RunRow
 
     def row(seed: int, loss: float) -> RunRow:
         return RunRow("id", "r", "e", "FINISHED", "p", "llama", 2, 64, 1, 1000, 800, "adamw", 1e-3,
@@ -300,3 +301,18 @@ def test_a_rerun_with_the_same_seed_counts_once():
     points, skipped = points_from_runs([row(1, 2.0), row(1, 2.0), row(2, 2.1)])
     assert [p.loss for p in points] == [2.0, 2.1]
     assert skipped == {"reruns of a config with the same seed": 1}
+
+
+def test_a_fit_result_round_trips_through_fit_json():
+    """to_json() is fit.json's content and from_json() reads it back unchanged; the committed
+    fit.json, written before the result was typed, reads back to the same text."""
+    fit = fit_scaling(as_points(synthetic_runs(budgets=BUDGETS[:3], spread=SPREAD[::2], seeds=(1, 2))),
+                      resamples=5, skipped={"not finished": 1})
+    assert FitResult.from_json(fit.to_json()) == fit
+    text = json.dumps(fit.to_json(), indent=2, allow_nan=False)
+    assert FitResult.from_json(json.loads(text)) == fit
+    assert json.dumps(FitResult.from_json(json.loads(text)).to_json(), indent=2) == text
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "isoflop" / "fit.json"
+    written = committed.read_text()
+    rewritten = json.dumps(FitResult.from_json(json.loads(written)).to_json(), indent=2, allow_nan=False)
+    assert rewritten + "\n" == written

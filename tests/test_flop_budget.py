@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from llm_sweep.config import BudgetConfig
-from llm_sweep.models.size import flops_per_token
-from llm_sweep.training import train
-from llm_sweep.training.budget import Budget, Spent
 from test_train import records, tiny_run
+
+from llm_sweep.core.budget import Budget, Spent
+from llm_sweep.core.config import BudgetConfig
+from llm_sweep.core.size import flops_per_token
+from llm_sweep.training.loop import train
 
 TOKENS_PER_STEP = 4 * 32  # TINY's batch
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_sweep.errors import ConfigError
+from llm_sweep.core.errors import ConfigError
 from llm_sweep.sweeping import gpu_slots
 from llm_sweep.sweeping.gpu_slots import GpuSlots
 

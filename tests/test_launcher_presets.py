@@ -6,7 +6,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
-from llm_sweep.config import CONF_DIR, parse_duration, register_configs
+from llm_sweep.core.budget import parse_duration
+from llm_sweep.core.config import CONF_DIR, register_configs
 
 register_configs()
 

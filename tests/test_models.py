@@ -7,9 +7,13 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from llm_sweep.errors import ConfigError
-from llm_sweep.models import GPT2, Llama, ModelConfig, build_model, layers
+from llm_sweep.core.errors import ConfigError
+from llm_sweep.core.model_config import ModelConfig
+from llm_sweep.models import layers
+from llm_sweep.models.build import build_model
+from llm_sweep.models.gpt2 import GPT2
 from llm_sweep.models.layers import RMSNorm, apply_rotary, linear_cross_entropy, rotary_tables
+from llm_sweep.models.llama import Llama
 
 VOCAB = 512
 
@@ -368,7 +372,7 @@ def test_loss_chunkings_agree_on_cuda_in_bf16():
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 @pytest.mark.parametrize("weight_tying", [True, False])
 def test_counts_from_the_config_equal_the_built_models_parameters(arch, weight_tying):
-    from llm_sweep.models.size import flops_per_token, param_count
+    from llm_sweep.core.size import flops_per_token, param_count
 
     config = ModelConfig(arch=arch, n_layer=3, n_embd=192, head_dim=64, vocab_size=1000,
                          max_seq_len=77, weight_tying=weight_tying, multiple_of=32)

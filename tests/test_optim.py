@@ -8,11 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_sweep.errors import ConfigError
-from llm_sweep.models import ModelConfig, build_model, layers
-from llm_sweep.optim import OptimizerHook, SophiaG, build_optimizer, sophia
-from llm_sweep.optim.config import OptimConfig
-from llm_sweep.optim.sophia import sample_next_tokens
+from llm_sweep.core.errors import ConfigError
+from llm_sweep.core.model_config import ModelConfig
+from llm_sweep.core.optim_config import OptimConfig
+from llm_sweep.models import layers
+from llm_sweep.models.build import build_model
+from llm_sweep.optim import sophia
+from llm_sweep.optim.build import build_optimizer
+from llm_sweep.optim.hooks import OptimizerHook
+from llm_sweep.optim.sophia import SophiaG, sample_next_tokens
 
 VOCAB, WIDTH = 11, 8
 

@@ -24,15 +24,9 @@ from hydra_plugins.llm_sweep_optuna._impl import absolute_storage_url
 from hydra_plugins.llm_sweep_optuna._outcome import TrialOutcome, trial_outcome
 from hydra_plugins.llm_sweep_optuna._search_space import format_value, parse_search_space
 from hydra_plugins.llm_sweep_optuna.optuna_sweeper import OptunaSweeper
+from hydra_plugins.llm_sweep_optuna.pruning import (PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, TRIAL_ENV,
+                                                    OptunaPruningReporter, build_pruner)
 from llm_sweep.training.stop import PRUNED, StopRequest
-from llm_sweep.sweeping.pruning import (
-    PRUNER_ATTR,
-    STORAGE_ENV,
-    STUDY_ENV,
-    TRIAL_ENV,
-    OptunaPruningReporter,
-    build_pruner,
-)
 
 APP = Path(__file__).resolve().parent / "optuna_app" / "my_app.py"
 STUDY = "my_app"  # the study name defaults to the Hydra job name

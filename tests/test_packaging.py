@@ -27,6 +27,6 @@ def test_every_config_folder_is_declared_as_package_data():
 
 
 def test_config_folders_are_found_in_the_source_tree():
-    from llm_sweep.config import CONF_DIR, SWEEPS_DIR
+    from llm_sweep.core.config import CONF_DIR, SWEEPS_DIR
 
     assert (CONF_DIR / "config.yaml").is_file() and (SWEEPS_DIR / "width_vs_depth_cpu.yaml").is_file()

@@ -7,11 +7,11 @@ import re
 import pytest
 import torch
 
-from llm_sweep import plan
-from llm_sweep.errors import DataError
-from llm_sweep.models import build_model
-from llm_sweep.benchmarking.results import read_bench
-from llm_sweep.planning.plan import load_presets
+from llm_sweep.bench.results import read_bench
+from llm_sweep.core.errors import DataError
+from llm_sweep.models.build import build_model
+from llm_sweep.plan import cli as plan
+from llm_sweep.plan.presets import load_presets
 
 THREE_HOURS_S = 3 * 3600
 PRESETS = ("gpt2", "large", "noam", "normal", "tiny", "wide3", "xl")
@@ -131,10 +131,10 @@ def chinchilla_fit(tmp_path_factory):
     """fit.json of synthetic runs that follow Chinchilla's L(N, D) (tests/test_fit.py)."""
     from test_fit import as_points, optimal_params, synthetic_runs
 
-    from llm_sweep.reporting.fit import fit_scaling
+    from llm_sweep.report.fit import fit_scaling
 
     path = tmp_path_factory.mktemp("fit") / "fit.json"
-    path.write_text(json.dumps(fit_scaling(as_points(synthetic_runs(noise=0.001)), resamples=20)))
+    path.write_text(json.dumps(fit_scaling(as_points(synthetic_runs(noise=0.001)), resamples=20).to_json()))
     return path, optimal_params
 
 

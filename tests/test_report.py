@@ -2,10 +2,9 @@
 client into a temporary SQLite store (created once for the module)."""
 from __future__ import annotations
 
-import re
-
 import csv
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from llm_sweep import report
-from llm_sweep.reporting.report import write_report
-from llm_sweep.reporting.runs import fetch_runs
+from llm_sweep.report import cli as report
+from llm_sweep.report.runs import fetch_runs
+from llm_sweep.report.write import write_report
 
 VOCAB = 50304
 HEAD_DIM = 32
@@ -281,7 +280,7 @@ def test_runs_logged_without_shape_params_are_left_out_in_one_line(store, tmp_pa
     report.main(["--experiment", "mixed", "--tracking-uri", store.uri, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if "left out" in line]
-    assert line.startswith("report: left out 2 run(s) without model.arch, model.head_dim, model.n_embd")
+    assert line.startswith("warning: left out 2 run(s) without model.arch, model.head_dim, model.n_embd")
     assert "tokens_per_step" in line and "Traceback" not in err
     with open(tmp_path / "out" / "runs.csv") as f:
         assert sorted(row["run"] for row in csv.DictReader(f)) == ["deep4", "wide128"]

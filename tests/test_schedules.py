@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from llm_sweep.errors import ConfigError
-from llm_sweep.optim import lr_at, set_lr
-from llm_sweep.optim.config import SCHEDULES, ScheduleConfig
-from llm_sweep.rules import check
+from llm_sweep.core.errors import ConfigError
+from llm_sweep.core.optim_config import SCHEDULES, ScheduleConfig
+from llm_sweep.core.rules import check
+from llm_sweep.optim.schedules import lr_at, set_lr
 
 
 def test_cosine_warms_up_linearly_from_zero():

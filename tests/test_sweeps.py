@@ -10,7 +10,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from conftest import TINY, run_app
-from llm_sweep.config import CONF_DIR, SWEEPS_DIR, register_configs
+from llm_sweep.core.config import CONF_DIR, SWEEPS_DIR, register_configs
 
 register_configs()
 NAMED_SWEEPS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
@@ -32,7 +32,7 @@ def test_every_named_sweep_composes_with_its_search_space(name):
 @functools.lru_cache(maxsize=None)
 def iso_flop_runs(name: str) -> dict[float, list]:
     """Every run of an iso-FLOP sweep's grid, typed: {budget: [RunConfig per shape]}."""
-    from llm_sweep.config import load_config
+    from llm_sweep.core.config import load_config
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         params = compose(config_name="config", overrides=[f"+sweep={name}"],
@@ -44,7 +44,7 @@ def iso_flop_runs(name: str) -> dict[float, list]:
 
 @pytest.mark.parametrize("name", [name for name in NAMED_SWEEPS if name.startswith("isoflop")])
 def test_iso_flop_sweeps_bracket_the_reference_ratios_at_every_budget(name):
-    from llm_sweep.models.size import flops_per_token, param_count
+    from llm_sweep.core.size import flops_per_token, param_count
 
     grid = iso_flop_runs(name)
     assert len(grid) >= 3 and all(len(runs) >= 5 for runs in grid.values())
@@ -57,8 +57,8 @@ def test_iso_flop_sweeps_bracket_the_reference_ratios_at_every_budget(name):
 
 
 def test_the_cpu_iso_flop_sweep_sees_its_corpus_at_most_four_times():
-    from llm_sweep.data import prepare_dataset
-    from llm_sweep.models.size import flops_per_token
+    from llm_sweep.core.size import flops_per_token
+    from llm_sweep.data.cache import prepare_dataset
 
     grid = iso_flop_runs("isoflop_cpu")
     run = grid[min(grid)][0]

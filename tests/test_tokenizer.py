@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import tiktoken
 
+from llm_sweep.core.data_config import TOKENIZER_VOCAB_SIZES
+from llm_sweep.core.errors import DataError
 from llm_sweep.data.sources import shakespeare_documents
-from llm_sweep.data.config import TOKENIZER_VOCAB_SIZES
 from llm_sweep.data.tokenizer import (BYTES_EOT, EOT, bundled_bpe_file, decode, encode_document,
                                       gpt2_encoding, mergeable_ranks)
-from llm_sweep.errors import DataError
 
 SAMPLES = [
     "Hello world",

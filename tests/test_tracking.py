@@ -14,18 +14,17 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from omegaconf import OmegaConf
 
-from llm_sweep.config import RunConfig
-from llm_sweep.run_record import config_hash
-from llm_sweep.models import build_model
+from llm_sweep.core.config import RunConfig
+from llm_sweep.core.run_record import PARENT_FILE, config_hash
+from llm_sweep.models.build import build_model
 from llm_sweep.tracking import NullTracker, start_tracking
-from llm_sweep.run_record import PARENT_FILE
 from llm_sweep.tracking.callback import MlflowSweepCallback
-from llm_sweep.tracking.parent import SweepParent
-from llm_sweep.tracking.describe import (JobContext, derived_params, experiment_name, flatten_params,
-                                         git_tags, run_name)
+from llm_sweep.tracking.describe import (JobContext, derived_params, experiment_name,
+                                         flatten_params, git_tags, run_name)
 from llm_sweep.tracking.loss_curve import plot_loss_curve, read_loss_curves
 from llm_sweep.tracking.metric_queue import BackgroundMetricLogger
 from llm_sweep.tracking.mlflow_run import MlflowTracker, UntrackedRun
+from llm_sweep.tracking.parent import SweepParent
 from llm_sweep.tracking.redact import redact
 from llm_sweep.tracking.store import open_experiment, resolve_uri, with_retries
 from llm_sweep.tracking.sweep_run import finish_parent_run

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import mlflow.store.tracking.sqlalchemy_store
 import torch._dynamo
-from llm_sweep.config import RunConfig
-from llm_sweep.run_record import config_hash
+from llm_sweep.core.config import RunConfig
+from llm_sweep.core.run_record import config_hash
 from llm_sweep.tracking import start_tracking
 from llm_sweep.tracking.describe import JobContext
 from llm_sweep.tracking.mlflow_run import MlflowTracker

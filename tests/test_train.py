@@ -10,10 +10,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import TINY
+from llm_sweep.core.config import CONF_DIR, RunConfig, load_config, register_configs
+from llm_sweep.core.errors import DataError, TrainingDiverged
 from llm_sweep.training.checkpoint import list_checkpoints
-from llm_sweep.config import CONF_DIR, RunConfig, load_config, register_configs
-from llm_sweep.errors import DataError, TrainingDiverged
-from llm_sweep.training import train
+from llm_sweep.training.loop import train
 from llm_sweep.training.metrics import MetricsWindow
 
 register_configs()

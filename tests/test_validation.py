@@ -1,6 +1,6 @@
 """Every key's allowed values: a bad one is one line naming the key, exit code 2, before any compute.
 
-The rules live on the schema fields (llm_sweep.rules). The fast tests check that every key
+The rules live on the schema fields (llm_sweep.core.rules). The fast tests check that every key
 has one and that the cross-field rules and messages read right; the slow ones type a bad
 value for every ruled key into the real command line.
 """
@@ -21,13 +21,13 @@ from omegaconf import OmegaConf
 
 from conftest import run_app
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
-from llm_sweep.config import (CONF_DIR, SWEEPS_DIR, BatchConfig, BudgetConfig, RunConfig, load_config,
-                              register_configs)
-from llm_sweep.data.config import TOKENIZER_VOCAB_SIZES, DataConfig
-from llm_sweep.errors import ConfigError
-from llm_sweep.models.config import ModelConfig
-from llm_sweep.optim.config import ScheduleConfig
-from llm_sweep.rules import Rule, check, rule_of
+from llm_sweep.core.config import (CONF_DIR, SWEEPS_DIR, BatchConfig, BudgetConfig, RunConfig,
+                                   load_config, register_configs)
+from llm_sweep.core.data_config import TOKENIZER_VOCAB_SIZES, DataConfig
+from llm_sweep.core.errors import ConfigError
+from llm_sweep.core.model_config import ModelConfig
+from llm_sweep.core.optim_config import ScheduleConfig
+from llm_sweep.core.rules import Rule, check, rule_of
 
 register_configs()
 
@@ -160,7 +160,7 @@ def test_the_vocab_size_constant_is_the_tokenizers():
 
 
 def test_build_model_from_a_dict_checks_the_same_rules():
-    from llm_sweep.models import build_model
+    from llm_sweep.models.build import build_model
 
     with pytest.raises(ConfigError, match=r"^model\.n_embd=128 is not divisible by model\.n_head=3$"):
         build_model({"n_embd": 128, "n_head": 3})

@@ -7,7 +7,7 @@ basic launcher runs jobs in this process one by one, so there trials run in batc
 
 The study is created once, here, before any job starts (concurrent creation of a fresh
 SQLite study races). Each job learns its trial through `hydra.job.env_set`, so it can
-report intermediate values to the pruner (llm_sweep.sweeping.pruning).
+report intermediate values to the pruner (hydra_plugins.llm_sweep_optuna.pruning).
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from hydra_plugins.llm_sweep_optuna._search_space import SearchSpace, parse_sear
 from hydra_plugins.llm_sweep_optuna._submit import submitit_jobs
 from hydra_plugins.llm_sweep_optuna._trials import COUNTED, StudyTrials, tell, trials_to_run
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
-from llm_sweep.config import parse_duration
-from llm_sweep.sweeping.pruning import PRUNER_ATTR, build_pruner
+from hydra_plugins.llm_sweep_optuna.pruning import PRUNER_ATTR, build_pruner
+from llm_sweep.core.budget import parse_duration
 
 log = logging.getLogger(__name__)
 

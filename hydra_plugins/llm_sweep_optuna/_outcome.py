@@ -10,7 +10,7 @@ import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
-from llm_sweep.run_record import STATUS_PRUNED, read_status
+from llm_sweep.core.run_record import STATUS_PRUNED, read_status
 
 
 @dataclass(frozen=True)

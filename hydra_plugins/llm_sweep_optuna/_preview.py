@@ -20,7 +20,7 @@ from hydra_plugins.llm_sweep_optuna._search_space import SearchSpace, parse_sear
 from hydra_plugins.llm_sweep_optuna._submit import can_run_asynchronously
 from hydra_plugins.llm_sweep_optuna._trials import trials_to_run
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
-from llm_sweep.rules import check
+from llm_sweep.core.rules import check
 
 MAX_CORNERS = 32
 

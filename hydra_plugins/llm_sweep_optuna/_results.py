@@ -11,7 +11,7 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from llm_sweep.run_record import OPTUNA_RESULTS_FILE
+from llm_sweep.core.run_record import OPTUNA_RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def write_results(study: optuna.Study, sweep_dir: Path) -> dict[str, Any]:
 
 
 def save_plots(study: optuna.Study, sweep_dir: Path) -> None:
-    from optuna.visualization import matplotlib as plots
+    from optuna.visualization import matplotlib as plots  # matplotlib: only when plotting
 
     with warnings.catch_warnings():
         # Optuna marks its matplotlib backend experimental.
@@ -86,7 +86,7 @@ def _importance_skip_reason(study: optuna.Study) -> Optional[str]:
 
 
 def _save(axes: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only when plotting
 
     figure = axes.figure
     figure.savefig(path, dpi=120, bbox_inches="tight")

@@ -16,9 +16,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+import submitit
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.plugins.launcher import Launcher
+from hydra.utils import get_class
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -32,8 +36,6 @@ class JobEndedWithoutResult(RuntimeError):
 
 def submitit_jobs(launcher: Launcher, config: DictConfig) -> Optional[SubmititJobs]:
     """Job handles for a submitit launcher; None for a launcher that cannot give them."""
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-
     if not isinstance(launcher, BaseSubmititLauncher):
         return None
     return SubmititJobs(launcher, config)
@@ -41,9 +43,6 @@ def submitit_jobs(launcher: Launcher, config: DictConfig) -> Optional[SubmititJo
 
 def can_run_asynchronously(launcher_target: str) -> bool:
     """Whether the launcher that `hydra.launcher._target_` names gives job handles."""
-    from hydra.utils import get_class
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-
     try:
         return issubclass(get_class(launcher_target), BaseSubmititLauncher)
     except Exception:  # an unknown launcher: it runs in batches
@@ -54,9 +53,6 @@ class SubmititJobs:
     """Submits one Hydra job at a time and reports which jobs ended."""
 
     def __init__(self, launcher: Any, config: DictConfig) -> None:
-        import submitit
-        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-
         self.launcher = launcher
         self.kind: str = launcher._EXECUTOR
         # As in BaseSubmititLauncher.launch(): executor-specific init keys get the executor's prefix.

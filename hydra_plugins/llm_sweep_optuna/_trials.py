@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.llm_sweep_optuna._outcome import trial_outcome
 from hydra_plugins.llm_sweep_optuna._search_space import SearchSpace, format_value
-from llm_sweep.sweeping.pruning import STORAGE_ENV, STUDY_ENV, TRIAL_ENV
+from hydra_plugins.llm_sweep_optuna.pruning import STORAGE_ENV, STUDY_ENV, TRIAL_ENV
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from typing import Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from llm_sweep.rules import rule
-from llm_sweep.sweeping.pruning import PRUNERS
+from hydra_plugins.llm_sweep_optuna.pruning import PRUNERS
+from llm_sweep.core.budget import is_positive_duration
+from llm_sweep.core.rules import rule
 
 SAMPLERS = ("tpe", "cmaes", "random", "grid", "qmc")
 DIRECTIONS = ("minimize", "maximize")
@@ -30,17 +31,6 @@ def _hyperband_has_min_resource(conf: "OptunaSweeperConf", p: str) -> Optional[s
         return (f"{p}pruner=hyperband needs {p}pruner_min_resource: the tokens of its smallest "
                 "bracket, e.g. the tokens of the first evaluation")
     return None
-
-
-def _is_duration(value: str) -> bool:
-    # Imported here, not at start-up: Hydra imports this module for every command.
-    from llm_sweep.config import parse_duration
-    from llm_sweep.errors import ConfigError
-
-    try:
-        return parse_duration(value) > 0
-    except ConfigError:
-        return False
 
 
 def _cmaes_installed(conf: "OptunaSweeperConf", p: str) -> Optional[str]:
@@ -72,7 +62,7 @@ class OptunaSweeperConf:
     # Wall-clock limit of this sweep (3600, 90m, 2h): no trial starts after it, running ones
     # finish. None: no limit.
     timeout: Optional[str] = field(default=None, metadata=rule(
-        test=_is_duration, expect="a duration > 0, e.g. 2h, 90m or a number of seconds"))
+        test=is_positive_duration, expect="a duration > 0, e.g. 2h, 90m or a number of seconds"))
     # Largest fraction of this sweep's finished trials that may fail before the sweep stops
     # with an error; a failed trial is recorded FAIL with its error either way.
     max_failure_rate: float = field(default=0.5, metadata=rule(ge=0, le=1))

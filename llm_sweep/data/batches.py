@@ -3,62 +3,21 @@
 A training batch is a pure function of (seed, step, micro): resuming at a step reproduces
 exactly the batches an uninterrupted run would have seen, with no sampler state to
 checkpoint, and over several processes each one cuts its share (`BatchShare`) of the same
-global batch.
+global batch (core.world.BatchShare).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 
+from llm_sweep.core.errors import DataError
 from llm_sweep.data.shards import TokenShard
-from llm_sweep.errors import ConfigError, DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class BatchShare:
-    """The part of every optimizer step's global batch (`grad_accum` micro-batches of
-    `micro_batch_size` rows) that one of `world_size` processes runs.
-
-    The processes form `gcd(grad_accum, world_size)` groups; each group runs an equal run of
-    consecutive micro-batches, and the `row_splits` processes of a group split the rows of
-    each of them. With DDP averaging the gradients, the step's gradient is exactly the one
-    process's: the mean over the same sequences, whatever the world size.
-    """
-
-    micro_batches: range  # the global micro-batch indices this process runs
-    rows: slice  # the rows of each of them it runs
-    row_splits: int = 1  # processes sharing one micro-batch's rows
-    world_size: int = 1
-
-    @classmethod
-    def of(cls, micro_batch_size: int, grad_accum: int, rank: int = 0, world_size: int = 1) -> "BatchShare":
-        groups = math.gcd(grad_accum, world_size)
-        splits = world_size // groups
-        if micro_batch_size % splits:
-            raise ConfigError(
-                f"batch.micro_batch_size={micro_batch_size} x batch.grad_accum={grad_accum} does not "
-                f"split evenly over {world_size} processes: each micro-batch's rows would be split "
-                f"{splits} ways; use a batch.micro_batch_size divisible by {splits}, or a "
-                f"batch.grad_accum that is a multiple of {world_size}")
-        per_group, rows = grad_accum // groups, micro_batch_size // splits
-        group, part = divmod(rank, splits)
-        return cls(range(group * per_group, (group + 1) * per_group),
-                   slice(part * rows, (part + 1) * rows), splits, world_size)
-
-    def last_micro_batch(self, grad_accum: int) -> tuple[int, float]:
-        """Where this process's last micro-batch sits in the step's last global micro-batch:
-        its first row there, and the weight that makes the mean of all processes' gradients
-        on it that micro-batch's gradient (0 for a process that does not hold it)."""
-        holds = grad_accum - 1 in self.micro_batches
-        return self.rows.start, self.world_size / self.row_splits if holds else 0.0
 
 
 class BatchSampler:

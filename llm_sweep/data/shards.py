@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_sweep.errors import DataError
+from llm_sweep.core.errors import DataError
 
 MAGIC = b"LLMSWEEP"
 FORMAT_VERSION = 1

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from llm_sweep.errors import DataError
+from llm_sweep.core.errors import DataError
 
 if TYPE_CHECKING:
-    import datasets
+    import datasets  # seconds to import: only for record files and the hub
 
 TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
 RECORD_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -136,7 +136,7 @@ def record_files(source: str) -> list[Path] | None:
 
 def load_records(source: str, cache_dir: Path, num_proc: int) -> datasets.Dataset:
     """All records of data.source (a hub id or local JSONL/Parquet) as one dataset."""
-    import datasets
+    import datasets  # seconds to import: only for record files and the hub
 
     files = record_files(source)
     if files is None:
@@ -159,7 +159,7 @@ def load_records(source: str, cache_dir: Path, num_proc: int) -> datasets.Datase
 
 def _require_hub(source: str) -> None:
     """Fail in seconds, not after minutes of retries, when the hub is unreachable."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # installed with datasets, needed with it
 
     if constants.HF_HUB_OFFLINE:  # the user chose the local HF cache; datasets fails fast
         return

@@ -20,7 +20,7 @@ from pathlib import Path
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-from llm_sweep.errors import DataError
+from llm_sweep.core.errors import DataError
 
 TOKENIZER_NAME = "gpt2"
 EOT = 50256  # <|endoftext|>: appended to every document

@@ -7,12 +7,12 @@ from typing import Any
 
 from torch import nn
 
-from llm_sweep.errors import ConfigError
-from llm_sweep.models.config import ModelConfig, with_vocab_size
+from llm_sweep.core.errors import ConfigError
+from llm_sweep.core.model_config import ModelConfig, with_vocab_size
+from llm_sweep.core.rules import check
 from llm_sweep.models.gpt2 import GPT2
 from llm_sweep.models.layers import CausalLM
 from llm_sweep.models.llama import Llama
-from llm_sweep.rules import check
 
 _MODELS: dict[str, type[CausalLM]] = {"gpt2": GPT2, "llama": Llama}
 
@@ -33,7 +33,7 @@ def build_model(cfg: ModelConfig | Mapping[str, Any]) -> CausalLM:
     """The model described by cfg, initialized (parameters on the default device).
 
     A public entry point that may be called without `load_config`, so it checks the
-    model keys against the same rules (llm_sweep.models.config).
+    model keys against the same rules (llm_sweep.core.model_config).
     """
     config = model_config(cfg)
     check(config, "model.")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from llm_sweep.models.config import ModelConfig
+from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.models.layers import Block, CausalLM, CausalSelfAttention, GeluMLP
 
 

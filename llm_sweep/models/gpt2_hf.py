@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from llm_sweep.models.config import ModelConfig
+from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.models.llama_hf import token_ids
 
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm_sweep.models.config import ModelConfig
-from llm_sweep.models.size import flops_per_token, param_count
+from llm_sweep.core.model_config import ModelConfig
+from llm_sweep.core.size import flops_per_token, param_count
 
 INIT_STD = 0.02
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (T, head_size / 2), fp32

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from llm_sweep.models.config import ModelConfig
-from llm_sweep.models.layers import (
-    Block, CausalLM, CausalSelfAttention, RMSNorm, SwiGLU, rotary_tables)
+from llm_sweep.core.model_config import ModelConfig
+from llm_sweep.models.layers import (Block, CausalLM, CausalSelfAttention, RMSNorm, SwiGLU,
+                                     rotary_tables)
 
 ROPE_THETA = 10000.0
 

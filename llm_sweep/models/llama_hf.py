@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from llm_sweep.models.config import ModelConfig
+from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.models.llama import ROPE_THETA
 
 GPT2_END_OF_TEXT = 50256  # the GPT-2 tokenizer's <|endoftext|>

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llm_sweep.optim.config import OptimConfig
+from llm_sweep.core.optim_config import OptimConfig
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

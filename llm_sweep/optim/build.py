@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llm_sweep.errors import ConfigError
+from llm_sweep.core.errors import ConfigError
+from llm_sweep.core.optim_config import OPTIMIZERS, OptimConfig
 from llm_sweep.optim.adamw import build_adamw, weight_decay_groups
-from llm_sweep.optim.config import OPTIMIZERS, OptimConfig
 from llm_sweep.optim.hooks import OptimizerHook
 from llm_sweep.optim.sophia import SophiaG, SophiaHessianHook
 

@@ -10,13 +10,13 @@ from typing import Callable
 
 import torch
 
-from llm_sweep.optim.config import ScheduleConfig
+from llm_sweep.core.optim_config import ScheduleConfig
 
 
 def lr_at(progress: float, cfg: ScheduleConfig, lr: float) -> float:
     """The learning rate at `progress` (clamped to [0, 1]) for peak learning rate `lr`.
 
-    `cfg` holds allowed values (see its rules in llm_sweep.optim.config).
+    `cfg` holds allowed values (see its rules in llm_sweep.core.optim_config).
     """
     return _SCHEDULES[cfg.name](min(max(progress, 0.0), 1.0), cfg, lr)
 

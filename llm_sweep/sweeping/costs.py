@@ -6,14 +6,14 @@ plan's default (the seed's A100 run) or the fastest mode of a bench.json measure
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from llm_sweep.config import BudgetConfig, RunConfig
-from llm_sweep.models.size import flops_per_token, param_count
-from llm_sweep.planning.plan import DEFAULT_MFU, DEFAULT_PEAK_FLOPS
+from llm_sweep.core.budget import Budget
+from llm_sweep.core.config import RunConfig
+from llm_sweep.core.size import flops_per_token, param_count
+from llm_sweep.plan.presets import DEFAULT_MFU, DEFAULT_PEAK_FLOPS
 from llm_sweep.training.metrics import tokens_per_s_at_mfu
 
 
@@ -31,7 +31,7 @@ def expected_throughput(bench: Optional[str], peak_flops: Optional[float]) -> Th
     """The bench's fastest mode when `bench` names a bench.json, else plan's default MFU on
     `peak_flops` (the run's `peak_flops` key; None: an A100's)."""
     if bench is not None:
-        from llm_sweep.benchmarking.results import read_bench  # imports torch
+        from llm_sweep.bench.results import read_bench  # imports torch
 
         found = read_bench(Path(bench))
         return Throughput(found.mfu, found.peak_flops,
@@ -66,23 +66,7 @@ def job_cost(run: RunConfig, rate: Throughput, devices: int = 1) -> JobCost:
     per_token = flops_per_token(run.model, run.batch.seq_len)
     per_step = run.batch.tokens_per_step
     tokens_per_s = rate.tokens_per_s(per_token, devices)
-    steps = budget_steps(run.budget, per_step, per_token, tokens_per_s)
+    steps = Budget(run.budget, per_token).steps_allowed(per_step, tokens_per_s)
     binding = min(steps, key=steps.__getitem__)
     tokens = steps[binding] * per_step
     return JobCost(param_count(run.model), tokens, tokens * per_token, tokens / tokens_per_s, devices, binding)
-
-
-def budget_steps(budget: BudgetConfig, tokens_per_step: int, flops_per_token: int,
-                 tokens_per_s: float) -> dict[str, float]:
-    """Optimizer steps each budget that is set allows (training stops at the first step
-    that reaches one); a time budget at `tokens_per_s`."""
-    steps: dict[str, float] = {}
-    if budget.steps is not None:
-        steps["steps"] = budget.steps
-    if budget.tokens is not None:
-        steps["tokens"] = math.ceil(budget.tokens / tokens_per_step)
-    if budget.flops is not None:
-        steps["flops"] = math.ceil(budget.flops / (flops_per_token * tokens_per_step))
-    if budget.time_s is not None:
-        steps["time"] = budget.time_s * tokens_per_s / tokens_per_step
-    return steps

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
-from llm_sweep.errors import ConfigError, LlmSweepError
+from submitit import JobEnvironment
+
+from llm_sweep.core.errors import ConfigError, LlmSweepError
 
 
 class PeerTimeout(LlmSweepError):
     """Another task of this trial did not do its part in time."""
 
 
+log = logging.getLogger(__name__)
 LOCK_DIR = Path(tempfile.gettempdir()) / f"llm_sweep-gpu-slots-{os.getuid()}"
 POLL_S = 2.0
 
@@ -63,8 +66,7 @@ class GpuSlots:
                 return [Path(h.name).stem.removeprefix("gpu-") for h in self.held]
             self.release()  # all or nothing: never sit on part of a claim
             if not waited:
-                print(f"waiting for {count} free GPU(s) of {','.join(self.devices)}",
-                      file=sys.stderr, flush=True)
+                log.info("waiting for %d free GPU(s) of %s", count, ",".join(self.devices))
                 waited = True
             time.sleep(poll_s)
 
@@ -82,7 +84,7 @@ def visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [device for device in listed.split(",") if device.strip()]
-    import torch
+    import torch  # only where CUDA_VISIBLE_DEVICES does not say
 
     return [str(index) for index in range(torch.cuda.device_count())]
 
@@ -102,8 +104,6 @@ def claim_gpus_for_trial(gpus_per_trial: int, timeout_s: float = 600.0) -> None:
     devices = visible_gpus()
     if not devices:
         return  # a CPU-only machine: nothing to share
-    from submitit import JobEnvironment
-
     job = JobEnvironment()
     if job.num_tasks > gpus_per_trial:
         raise ConfigError(f"hydra.launcher.tasks_per_node={job.num_tasks} processes need a GPU each, "

@@ -10,16 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import filter_overrides
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.config import RunConfig, SweepConfig, load_config
+from llm_sweep.core.config import RunConfig, SweepConfig, load_config
 from llm_sweep.sweeping.costs import JobCost, Throughput, expected_throughput, job_cost
-
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-OPTUNA_SWEEPER = "hydra_plugins.llm_sweep_optuna.optuna_sweeper.OptunaSweeper"
-SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-LOCAL_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 
 
 @dataclass
@@ -35,7 +33,7 @@ class SweepPreview:
     jobs: List[PlannedJob]  # the basic sweeper: every job; Optuna: the search space's corners
     batches: List[int]  # jobs per launch (the basic sweeper's max_batch_size)
     rate: Throughput
-    study: Any = None  # Optuna: hydra_plugins.llm_sweep_optuna._preview.StudyPreview
+    study: Any = None  # Optuna: the sweeper's StudyPreview
     multirun: bool = True
 
     @property
@@ -56,44 +54,36 @@ def preview_sweep(config: DictConfig, settings: SweepConfig, multirun: bool) -> 
     # Without sweep.dry_run: the jobs as a real run launches them.
     arguments = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
                  if str(o).split("=")[0].lstrip("+~") != "sweep.dry_run"]
-    sweeper = config.hydra.sweeper.get("_target_")
+    sweeper = get_class(config.hydra.sweeper._target_)
     if not multirun:
         jobs, batches, study = [PlannedJob(0, arguments)], [1], None
-    elif sweeper == OPTUNA_SWEEPER:
-        from hydra_plugins.llm_sweep_optuna._preview import preview_study
-
+    elif hasattr(sweeper, "preview"):  # the Optuna sweeper previews its own study
         settings_ = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
-        study = preview_study(settings_, arguments, config.hydra.job.name, config.hydra.launcher._target_)
+        study = sweeper.preview(settings_, arguments, config.hydra.job.name, config.hydra.launcher._target_)
         jobs, batches = [PlannedJob(i, o) for i, o in enumerate(study.corners)], [study.conf.n_jobs]
-    elif sweeper == BASIC_SWEEPER:
-        grid = basic_sweep_jobs(config, arguments)
+    elif hasattr(sweeper, "split_arguments"):  # Hydra's basic sweeper: its own expansion
+        grid = basic_sweep_jobs(sweeper, config, arguments)
         jobs = [PlannedJob(i, o) for i, o in enumerate(o for batch in grid for o in batch)]
         batches, study = [len(batch) for batch in grid], None
     else:
         raise ValueError(f"the dry run and sweep.max_gpu_hours know the basic and the Optuna sweepers, "
-                         f"not {sweeper}")
+                         f"not {config.hydra.sweeper._target_}")
     for job in jobs:
         estimate(config, job, rate, compose=multirun)
     return SweepPreview(jobs, batches, rate, study, multirun)
 
 
-def basic_sweep_jobs(config: DictConfig, arguments: List[str]) -> List[List[List[str]]]:
+def basic_sweep_jobs(sweeper: type, config: DictConfig, arguments: List[str]) -> List[List[List[str]]]:
     """The jobs, by batch, exactly as Hydra's basic sweeper expands them (its own code)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    return BasicSweeper.split_arguments(parser.parse_overrides(params + arguments),
-                                        config.hydra.sweeper.get("max_batch_size"))
+    return sweeper.split_arguments(parser.parse_overrides(params + arguments),
+                                   config.hydra.sweeper.get("max_batch_size"))
 
 
 def estimate(config: DictConfig, job: PlannedJob, rate: Throughput, compose: bool) -> None:
     """The job's cost from its config, composed as the launcher would compose it (a single
     run's is `config` itself)."""
-    from hydra.core.global_hydra import GlobalHydra
-
     try:
         job_config = (GlobalHydra.instance().config_loader().load_sweep_config(config, job.overrides)
                       if compose else config)
@@ -103,13 +93,23 @@ def estimate(config: DictConfig, job: PlannedJob, rate: Throughput, compose: boo
         job.error = str(error).strip().splitlines()[0]
 
 
+def launcher_kind(launcher: DictConfig) -> str:
+    """`slurm`, `local` (submitit's local processes) or `basic` (Hydra's, in this process),
+    told by the settings the launcher takes (a Slurm queue has a partition, submitit's local
+    one tasks per node), not by its class: Hydra's plugin discovery may load a launcher's
+    module a second time, and a class check would then miss its own class."""
+    if "partition" in launcher:
+        return "slurm"
+    return "local" if "tasks_per_node" in launcher else "basic"
+
+
 def devices_per_job(launcher: DictConfig, run: RunConfig) -> int:
     """GPUs a job holds: Slurm's gpus_per_node x nodes; a local trial claims
     distributed.gpus_per_trial of the machine's (llm_sweep.sweeping.gpu_slots); one device otherwise."""
-    target = launcher.get("_target_")
-    if target == SLURM_LAUNCHER:
+    kind = launcher_kind(launcher)
+    if kind == "slurm":
         return max(1, launcher.get("gpus_per_node") or 0) * max(1, launcher.get("nodes") or 1)
-    return run.distributed.gpus_per_trial if target == LOCAL_LAUNCHER else 1
+    return run.distributed.gpus_per_trial if kind == "local" else 1
 
 
 def job_line(job: PlannedJob) -> str:

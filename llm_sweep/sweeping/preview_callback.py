@@ -20,10 +20,11 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.cli import exit_with_error
-from llm_sweep.config import SweepConfig
-from llm_sweep.errors import LlmSweepError
-from llm_sweep.rules import check
+from llm_sweep.core import console
+from llm_sweep.core.config import SweepConfig
+from llm_sweep.core.console import exit_with_error
+from llm_sweep.core.errors import LlmSweepError
+from llm_sweep.core.rules import check
 
 if TYPE_CHECKING:
     from llm_sweep.sweeping.preview import SweepPreview
@@ -43,8 +44,9 @@ def preview_or_refuse(config: DictConfig, multirun: bool) -> None:
     settings = sweep_settings(config)
     if settings is None or not (settings.dry_run or settings.max_gpu_hours is not None):
         return
+    # only in a multirun: every run loads this callback
     from llm_sweep.sweeping.preview import preview_sweep
-    from llm_sweep.sweeping.preview_text import format_preview
+    from llm_sweep.sweeping.preview_text import format_preview  # (as above)
 
     try:
         with warnings.catch_warnings():
@@ -53,7 +55,7 @@ def preview_or_refuse(config: DictConfig, multirun: bool) -> None:
     except (LlmSweepError, HydraException, ValueError) as error:  # a rule, the override grammar
         exit_with_error(str(error).strip().splitlines()[0])
     if settings.dry_run:
-        print(format_preview(preview, config), flush=True)
+        console.show(format_preview(preview, config))
     refuse_if_too_large(preview, settings.max_gpu_hours)
     if settings.dry_run:
         raise SystemExit(0)

@@ -6,8 +6,8 @@ from typing import List
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from llm_sweep.reporting.tables import markdown_table, ratio, si
-from llm_sweep.sweeping.preview import LOCAL_LAUNCHER, SLURM_LAUNCHER, PlannedJob, SweepPreview, job_line
+from llm_sweep.report.tables import markdown_table, ratio, si
+from llm_sweep.sweeping.preview import PlannedJob, SweepPreview, job_line, launcher_kind
 
 COLUMNS = ("#", "overrides", "params", "tokens", "FLOPs", "tokens/param", "binding budget", "time", "GPU-h")
 
@@ -81,13 +81,13 @@ def distribution_text(dist: BaseDistribution) -> str:
 
 
 def describe_launcher(preview: SweepPreview, launcher: DictConfig) -> str:
-    target, study = launcher.get("_target_"), preview.study
+    kind, study = launcher_kind(launcher), preview.study
     in_flight = study is not None and study.asynchronous
-    if target == LOCAL_LAUNCHER:
+    if kind == "local":
         at_once = study.conf.n_jobs if study is not None else max(preview.batches, default=0)
         return (f"Launcher: submitit local processes, {at_once} at a time, time limit "
                 f"{launcher.timeout_min} min.")
-    if target != SLURM_LAUNCHER:
+    if kind != "slurm":
         return "Launcher: Hydra's basic launcher runs the jobs in this process, one after another."
     resources = (f"partition {launcher.get('partition') or '(the default)'}, time limit {launcher.timeout_min} "
                  f"min, {launcher.get('gpus_per_node') or 0} GPU(s) x {launcher.get('nodes') or 1} node(s), "

@@ -1,6 +1,6 @@
 """The end of a sweep: a table of every job's status and final validation loss.
 
-Each job records how it ended in its status file (llm_sweep.run_record), whatever the
+Each job records how it ended in its status file (llm_sweep.core.run_record), whatever the
 launcher ran it on, so the table is read from disk in the launching process.
 """
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.run_record import (STATUS_FAILED, STATUS_FILE, STATUS_FINISHED, SWEEP_RESULTS_FILE,
-                                  read_status)
+from llm_sweep.core import console
+from llm_sweep.core.run_record import (STATUS_FAILED, STATUS_FILE, STATUS_FINISHED,
+                                       SWEEP_RESULTS_FILE, read_status)
 
 
 @dataclass
@@ -67,7 +68,7 @@ class SweepResultsCallback(Callback):
         table = format_results(results)
         (sweep_dir / SWEEP_RESULTS_FILE).write_text(table + "\n")
         finished = sum(r.status == STATUS_FINISHED for r in results)
-        print(f"\nsweep {sweep_dir}: {finished}/{len(results)} jobs finished\n{table}", flush=True)
+        console.show(f"\nsweep {sweep_dir}: {finished}/{len(results)} jobs finished\n{table}")
         if all(r.status == STATUS_FAILED for r in results):
-            print("error: every job of the sweep failed", file=sys.stderr)
+            console.error("every job of the sweep failed")
             sys.exit(1)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 if TYPE_CHECKING:
-    from llm_sweep.config import RunConfig
+    from llm_sweep.core.config import RunConfig
     from llm_sweep.tracking.describe import JobContext
     from llm_sweep.training.sinks import Sink
 
@@ -39,6 +39,6 @@ def start_tracking(run: RunConfig, job: JobContext, run_dir: Path, config_hash: 
     """The tracker of one training run; never raises for an unreachable store."""
     if run.tracking.backend == "none":
         return NullTracker()
-    from llm_sweep.tracking.mlflow_run import start_mlflow_run
+    from llm_sweep.tracking.mlflow_run import start_mlflow_run  # MLflow (1 s) only when tracked
 
     return start_mlflow_run(run, job, run_dir, config_hash)

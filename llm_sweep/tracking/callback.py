@@ -27,12 +27,14 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _tracked(config):
+            # MLflow (1 s) only when tracked
             from llm_sweep.tracking.sweep_run import start_parent_run
 
             start_parent_run(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if _tracked(config):
+            # MLflow (1 s) only when tracked
             from llm_sweep.tracking.sweep_run import finish_parent_run
 
             finish_parent_run(sweep_dir_of(config))

@@ -15,9 +15,12 @@ from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from llm_sweep.config import RunConfig
-from llm_sweep.models.size import flops_per_token, param_count
-from llm_sweep.run_record import FLOPS_PER_TOKEN, NON_EMBEDDING_PARAMS, PARAMS, TOKENS_PER_STEP
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from llm_sweep.core.config import RunConfig
+from llm_sweep.core.run_record import FLOPS_PER_TOKEN, NON_EMBEDDING_PARAMS, PARAMS, TOKENS_PER_STEP
+from llm_sweep.core.size import flops_per_token, param_count
 from llm_sweep.tracking.redact import is_secret_key, redact
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
@@ -49,9 +52,6 @@ class JobContext:
 
     @classmethod
     def current(cls) -> JobContext:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         if not HydraConfig.initialized():
             return cls()
         hydra = HydraConfig.get()

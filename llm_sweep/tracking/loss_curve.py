@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llm_sweep.run_record import TOKENS, TRAIN_LOSS, VAL_LOSS
+from llm_sweep.core.run_record import TOKENS, TRAIN_LOSS, VAL_LOSS
 
 
 def read_loss_curves(metrics_path: Path, tokens_per_step: int

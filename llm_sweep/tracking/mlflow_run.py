@@ -13,20 +13,23 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from llm_sweep.config import RunConfig
-from llm_sweep.run_record import (METRICS_FILE, MLFLOW_RUN_FILE, SUMMARY_FILE, WORLD_SIZE, read_json,
-                                  write_json)
-from llm_sweep.training.checkpoint import list_checkpoints
-from llm_sweep.training.sinks import RunInfo, Sink
-from llm_sweep.tracking.describe import (MAX_TAG_CHARS, JobContext, derived_params,
-                                         experiment_name, flatten_params, run_name, run_tags)
-from llm_sweep.tracking.parent import SweepParent
-from llm_sweep.tracking.system_metrics import SystemMetrics
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from llm_sweep.core.config import RunConfig
+from llm_sweep.core.run_record import (METRICS_FILE, MLFLOW_RUN_FILE, SUMMARY_FILE, WORLD_SIZE,
+                                       read_json, write_json)
+from llm_sweep.tracking.describe import (MAX_TAG_CHARS, JobContext, derived_params, experiment_name,
+                                         flatten_params, run_name, run_tags)
 from llm_sweep.tracking.loss_curve import plot_loss_curve
 from llm_sweep.tracking.metric_queue import BackgroundMetricLogger, MetricValue
+from llm_sweep.tracking.parent import SweepParent
 from llm_sweep.tracking.redact import redact
 from llm_sweep.tracking.store import (connect, log_params, open_experiment, resolve_uri, set_tags,
                                       with_retries)
+from llm_sweep.tracking.system_metrics import SystemMetrics
+from llm_sweep.training.checkpoint import list_checkpoints
+from llm_sweep.training.sinks import RunInfo, Sink
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -76,8 +79,6 @@ def _continued_run(client: MlflowClient, run: RunConfig, run_dir: Path, uri: str
                    tags: dict[str, str]) -> Optional[str]:
     """The run recorded in the run dir, RUNNING again with fresh tags, when this job resumes
     from its checkpoint (a preempted job requeued) with the same config and store."""
-    from mlflow.exceptions import MlflowException
-
     saved = read_json(Path(run_dir) / MLFLOW_RUN_FILE)
     if run.resume != "auto" or saved is None or not list_checkpoints(run_dir):
         return None
@@ -144,8 +145,6 @@ class MlflowTracker(Sink):
         self._metrics.log_metrics(metrics, step)
 
     def _send_metrics(self, batch: list[MetricValue]) -> None:
-        from mlflow.entities import Metric
-
         self.client.log_batch(self.run_id, metrics=[Metric(*value) for value in batch])
 
     def attempt(self, what: str, action: Callable[[], Any]) -> bool:

@@ -12,7 +12,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from llm_sweep.run_record import PARENT_FILE, read_json, write_json
+from llm_sweep.core.run_record import PARENT_FILE, read_json, write_json
 
 
 @dataclass(frozen=True)

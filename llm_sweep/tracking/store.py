@@ -17,12 +17,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypeVar
+from typing import Callable, Iterator, Optional, TypeVar
 
 from filelock import FileLock
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
+from mlflow import MlflowClient
+from mlflow.entities import Param, RunTag
+from mlflow.exceptions import MlflowException
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 SQLITE_PREFIX = "sqlite:///"
@@ -131,8 +131,6 @@ def _opening(uri: str) -> Iterator[None]:
 
 
 def _client(uri: str) -> MlflowClient:
-    from mlflow import MlflowClient
-
     return with_retries(lambda: MlflowClient(tracking_uri=uri))  # opens (creates, migrates) the store
 
 
@@ -144,8 +142,6 @@ def connect(uri: str) -> MlflowClient:
 
 def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     """A client on `uri` and the id of experiment `name`, created if needed."""
-    from mlflow.exceptions import MlflowException
-
     db = sqlite_path(uri)
     # Artifacts beside a SQLite file, not in ./mlruns (which MLflow would later mistake
     # for a file store) nor relative to whichever directory a job happens to run in.
@@ -167,14 +163,10 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
     """Log params in as few calls as MLflow's per-call limit allows."""
-    from mlflow.entities import Param
-
     _log_in_batches(client, run_id, "params", [Param(k, v) for k, v in params.items()])
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
-    from mlflow.entities import RunTag
-
     _log_in_batches(client, run_id, "tags", [RunTag(k, v) for k, v in tags.items()])
 
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.run_record import BEST_VAL_LOSS, FINAL_VAL_LOSS, OPTUNA_RESULTS_FILE
-from llm_sweep.tracking.parent import SweepParent, sweep_dir_of
+from llm_sweep.core.run_record import BEST_VAL_LOSS, FINAL_VAL_LOSS, OPTUNA_RESULTS_FILE
 from llm_sweep.tracking.describe import experiment_name, flatten_params, git_tags
+from llm_sweep.tracking.parent import SweepParent, sweep_dir_of
 from llm_sweep.tracking.redact import redact
 from llm_sweep.tracking.store import connect, log_params, open_experiment, resolve_uri, with_retries
 

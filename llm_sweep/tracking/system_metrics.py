@@ -8,14 +8,14 @@ import logging
 import os
 from typing import Any
 
+from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
 log = logging.getLogger(__name__)
 
 
 class SystemMetrics:
     def __init__(self, run_id: str, tracking_uri: str):
-        from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
         self.monitor = SystemMetricsMonitor(run_id, tracking_uri=tracking_uri)
         for monitor in self.monitor.monitors:
             if isinstance(monitor, GPUMonitor):
@@ -32,7 +32,7 @@ def _keep_visible_gpus(monitor: Any) -> None:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return
-    import pynvml
+    import pynvml  # an optional extra: llm_sweep[gpu]
 
     def uuid(handle: Any) -> str:
         value = pynvml.nvmlDeviceGetUUID(handle)

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from llm_sweep.errors import DataError
-from llm_sweep.models import unwrap
-from llm_sweep.run_record import CHECKPOINT_DIR
+from llm_sweep.core import console
+from llm_sweep.core.errors import DataError
+from llm_sweep.core.run_record import CHECKPOINT_DIR
+from llm_sweep.models.build import build_model
 
 KEEP_LAST = 2
 COMPILE_PREFIX = "_orig_mod."  # torch.compile's wrapper prepends it to every key
@@ -68,7 +68,7 @@ def latest_valid_checkpoint(run_dir: Path) -> Optional[tuple[Path, dict[str, Any
         try:
             return path, load_checkpoint(path)
         except DataError as exc:
-            print(f"warning: skipping unreadable checkpoint: {exc}", file=sys.stderr, flush=True)
+            console.warn(f"skipping unreadable checkpoint: {exc}")
     if found:
         raise DataError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR} can be read "
                         f"({', '.join(p.name for p in found)}); remove them to start over "
@@ -96,8 +96,6 @@ def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """An eval-mode model from a checkpoint file or a run directory (its newest checkpoint)."""
-    from llm_sweep.models import build_model
-
     checkpoint = load_checkpoint(resolve_checkpoint(Path(path)))
     model = build_model(checkpoint["config"]["model"])
     model.load_state_dict(model_state(checkpoint))

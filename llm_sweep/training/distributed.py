@@ -14,56 +14,31 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Callable, ContextManager, Optional
 
 import torch
 import torch.distributed as dist
+from submitit import JobEnvironment
+from submitit.helpers import TorchDistributedEnvironment
+from torch.nn.parallel import DistributedDataParallel
 
-from llm_sweep.data import BatchShare
-from llm_sweep.errors import LlmSweepError
+from llm_sweep.core.errors import PeerLost
+from llm_sweep.core.world import World
 
 # What a collective raises when a peer is gone (Gloo's words, NCCL's and the store's).
 _LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
               "timed out", "Timed out", "NCCL communicator was aborted")
 
 
-class PeerLost(LlmSweepError):
-    """Another process of a data-parallel run died or stopped answering."""
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place among the processes that train one run."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    joined: bool = False  # in a process group (torchrun starts one even for a single process)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        """Training goes through DDP and the processes agree on every decision."""
-        return self.joined
-
-    def share(self, micro_batch_size: int, grad_accum: int) -> BatchShare:
-        """This rank's part of every step's global batch: whole micro-batches where the
-        accumulation steps divide over the ranks, else rows of them too (see BatchShare);
-        refused with one line when the rows cannot be split evenly either."""
-        return BatchShare.of(micro_batch_size, grad_accum, self.rank, self.world_size)
-
-    def device(self, device: torch.device) -> torch.device:
-        """This rank's device: its local GPU on CUDA (one GPU per process)."""
-        if device.type != "cuda" or not self.joined:
-            return device
-        index = self.local_rank if torch.cuda.device_count() > 1 else 0
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
+def rank_device(world: World, device: torch.device) -> torch.device:
+    """This rank's device: its local GPU on CUDA (one GPU per process)."""
+    if device.type != "cuda" or not world.joined:
+        return device
+    index = world.local_rank if torch.cuda.device_count() > 1 else 0
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def as_peer_lost(exc: BaseException) -> Optional[PeerLost]:
@@ -79,34 +54,23 @@ def as_peer_lost(exc: BaseException) -> Optional[PeerLost]:
 
 
 def join_world(timeout_s: float) -> World:
-    """Join the run's process group (a no-op for a single process). `timeout_s` bounds how long
-    a collective waits for a rank that died, so the others exit instead of hanging."""
-    if dist.is_available() and dist.is_initialized():
-        return current_world()
+    """Join the run's process group, once, at the entry point (a no-op World() for a plain
+    process). `timeout_s` bounds how long a collective waits for a rank that died, so the
+    others exit instead of hanging. Leave it with `leave_world()`."""
     _export_submitit_tasks()
-    if "WORLD_SIZE" not in os.environ:  # a plain process: no process group, no DDP
+    if not World.launched_as_group():  # a plain process: no process group, no DDP
         return World()
     # Gloo for CPU tensors (it also carries the small agreements); NCCL for CUDA tensors.
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
-    return current_world()
-
-
-def current_world() -> World:
-    if not (dist.is_available() and dist.is_initialized()):
-        return World()
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
-                 joined=True)
+    return replace(World.from_env(), joined=True)
 
 
 def _export_submitit_tasks() -> None:
     """Inside a submitit job of several tasks, export torch's env:// variables from
     submitit's own helper (never parsed by hand from Slurm's)."""
-    if "SUBMITIT_EXECUTOR" not in os.environ or "RANK" in os.environ:
+    if "SUBMITIT_EXECUTOR" not in os.environ or World.launched_as_group():
         return
-    from submitit import JobEnvironment
-    from submitit.helpers import TorchDistributedEnvironment
-
     if JobEnvironment().num_tasks > 1:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
@@ -127,8 +91,6 @@ def wrap_for_ddp(model: torch.nn.Module, device: torch.device, bucket_cap_mb: fl
     traceable, so this compile cannot be fullgraph: the module's graph itself is checked
     for breaks by the evaluation model's fullgraph compile. Buffers are constants here
     (rotary tables), so none are broadcast."""
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [device.index] if device.type == "cuda" else None
     # No buffer sync in forward (its name changed across torch versions).
     no_buffer_sync = ({"forward_sync_buffers": False}

@@ -14,12 +14,14 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from llm_sweep.config import RunConfig
-from llm_sweep.errors import TrainingDiverged
+from llm_sweep.core import console
+from llm_sweep.core.config import RunConfig
+from llm_sweep.core.errors import TrainingDiverged
+from llm_sweep.core.run_record import (ELAPSED_S, LR, METRICS_FILE, PEAK_MEM_GB, SUMMARY_FILE,
+                                       TOKENS, TOKENS_PER_PARAM, TOKENS_PER_S, TRAIN_LOSS, VAL_ACC,
+                                       VAL_LOSS, VAL_PPL, write_json)
+from llm_sweep.core.world import World
 from llm_sweep.hardware import peak_memory_bytes
-from llm_sweep.run_record import (ELAPSED_S, LR, METRICS_FILE, PEAK_MEM_GB, SUMMARY_FILE, TOKENS,
-                                  TOKENS_PER_PARAM, TOKENS_PER_S, TRAIN_LOSS, VAL_ACC, VAL_LOSS,
-                                  VAL_PPL, write_json)
 from llm_sweep.training.distributed import agree_max, mean_over_world
 from llm_sweep.training.metrics import MetricsWindow
 from llm_sweep.training.periodic import CheckpointSchedule, EvalSchedule, Every
@@ -27,22 +29,23 @@ from llm_sweep.training.progress import ProgressBar
 from llm_sweep.training.setup import TrainingParts, build_parts
 from llm_sweep.training.sinks import JsonlSink, Sink, announce, emit
 from llm_sweep.training.steps import evaluate, forward_backward, optimizer_step, parameters_finite
-from llm_sweep.training.stop import BUDGET, PREEMPTED, StopRequest
+from llm_sweep.training.stop import BUDGET, PREEMPTED, StopRequest, code_of
 from llm_sweep.training.summary import build_summary, final_metrics, format_summary
 
 
 def train(run: RunConfig, run_dir: Path, sinks: Sequence[Sink] = (),
-          stop: Optional[StopRequest] = None) -> dict[str, Any]:
+          stop: Optional[StopRequest] = None, world: World = World()) -> dict[str, Any]:
     """Train until the binding budget is spent; returns the summary, also in summary.json.
 
     A stop requested for another reason ends the run early: preempted (a checkpoint is
-    saved, then RunInterrupted) or pruned (RunPruned). Over several processes, rank 0 alone
-    writes and prints; every process takes each decision at the same step (`settle`).
+    saved, then RunInterrupted) or pruned (RunPruned). Over several processes (`world`,
+    joined by the entry point), rank 0 alone writes and prints; every process takes each
+    decision at the same step (`settle`).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stop = stop if stop is not None else StopRequest()
-    parts = build_parts(run, run_dir)
+    parts = build_parts(run, run_dir, world)
     main = parts.world.is_main
     sinks = [JsonlSink(run_dir / METRICS_FILE), *sinks] if main else []
     announce(sinks, parts.info())
@@ -78,7 +81,7 @@ def train(run: RunConfig, run_dir: Path, sinks: Sequence[Sink] = (),
     emit(sinks, final_metrics(summary, final), spent.step)
     if main:
         write_json(run_dir / SUMMARY_FILE, summary)
-        print(format_summary(summary), flush=True)
+        console.show(format_summary(summary))
     return summary
 
 
@@ -90,11 +93,12 @@ def settle(parts: TrainingParts, stop: StopRequest, step_s: float) -> tuple[Opti
     if budget.done(spent):
         stop.request(BUDGET)
     if parts.world.distributed:
+        sent = stop.code
         code, spent.train_s, spent.compile_s, spent.eval_s, step_s = agree_max(
-            [stop.code, spent.train_s, spent.compile_s, spent.eval_s, step_s], parts.world)
-        stop.adopt(int(code))
-        if budget.done(spent):  # the agreed clocks may complete a time budget
-            stop.request(BUDGET)
+            [sent, spent.train_s, spent.compile_s, spent.eval_s, step_s], parts.world)
+        if budget.done(spent):  # the agreed clocks may complete a time budget, alike everywhere
+            code = max(code, code_of(BUDGET))
+        stop.adopt(int(code), sent)
     return stop.reason, step_s
 
 

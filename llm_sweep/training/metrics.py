@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from llm_sweep.run_record import MFU, STEP_MS, TOKENS_PER_S, TRAIN_LOSS
+from llm_sweep.core.run_record import MFU, STEP_MS, TOKENS_PER_S, TRAIN_LOSS
 
 
 def tokens_per_s(tokens: float, seconds: float) -> float:

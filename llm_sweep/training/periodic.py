@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llm_sweep.config import CheckpointConfig, EvalConfig
+from llm_sweep.core.config import CheckpointConfig, EvalConfig
 
 
 @dataclass(frozen=True)

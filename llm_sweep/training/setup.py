@@ -12,18 +12,23 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from llm_sweep.config import RunConfig
-from llm_sweep.data import BatchSampler, BatchShare, Splits, StepPrefetcher, prepare_dataset
-from llm_sweep.errors import ConfigError
+from llm_sweep.core.budget import Budget, Spent
+from llm_sweep.core.config import RunConfig
+from llm_sweep.core.errors import ConfigError
+from llm_sweep.core.size import flops_per_token, param_count
+from llm_sweep.core.world import BatchShare, World
+from llm_sweep.data.batches import BatchSampler, StepPrefetcher
+from llm_sweep.data.cache import Splits, prepare_dataset
 from llm_sweep.hardware import (autocast_for, compile_enabled, configure_backends, device_name,
                                 peak_flops, resolve_device, resolve_dtype)
-from llm_sweep.models import CausalLM, build_model
-from llm_sweep.models.size import flops_per_token, param_count
-from llm_sweep.optim import OptimizerHook, build_optimizer, lr_at, set_lr
-from llm_sweep.training.budget import Budget, Spent
+from llm_sweep.models.build import build_model
+from llm_sweep.models.layers import CausalLM
+from llm_sweep.optim.build import build_optimizer
+from llm_sweep.optim.hooks import OptimizerHook
+from llm_sweep.optim.schedules import lr_at, set_lr
 from llm_sweep.training.checkpoint import (latest_valid_checkpoint, load_checkpoint, model_state,
-                                          rng_state, save_checkpoint, set_rng_state)
-from llm_sweep.training.distributed import World, join_world, wrap_for_ddp
+                                           rng_state, save_checkpoint, set_rng_state)
+from llm_sweep.training.distributed import rank_device, wrap_for_ddp
 from llm_sweep.training.sinks import RunInfo
 from llm_sweep.training.steps import Autocast, Batch
 
@@ -101,11 +106,10 @@ class TrainingParts:
                 + (f" | resumed at step {info.resumed_at_step}" if self.resumed else ""))
 
 
-def build_parts(run: RunConfig, run_dir: Path) -> TrainingParts:
-    """Every part of the run, on its device, resumed when run.resume says so."""
-    world = join_world(run.distributed.timeout_s)
+def build_parts(run: RunConfig, run_dir: Path, world: World) -> TrainingParts:
+    """Every part of the run, on this process's device, resumed when run.resume says so."""
     share = world.share(run.batch.micro_batch_size, run.batch.grad_accum)  # before any compute
-    device = world.device(resolve_device(run.device))
+    device = rank_device(world, resolve_device(run.device))
     configure_backends(device)
     dtype = resolve_dtype(device, run.dtype)
     splits = prepare_dataset(run.data)

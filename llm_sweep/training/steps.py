@@ -9,10 +9,12 @@ from typing import Callable, ContextManager, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from llm_sweep.data import TokenShard, iter_eval_batches
-from llm_sweep.optim import OptimizerHook
-from llm_sweep.run_record import VAL_ACC, VAL_LOSS, VAL_PPL
-from llm_sweep.training.distributed import World, all_sum, no_sync_for
+from llm_sweep.core.run_record import VAL_ACC, VAL_LOSS, VAL_PPL
+from llm_sweep.core.world import World
+from llm_sweep.data.batches import iter_eval_batches
+from llm_sweep.data.shards import TokenShard
+from llm_sweep.optim.hooks import OptimizerHook
+from llm_sweep.training.distributed import all_sum, no_sync_for
 
 Autocast = Callable[[], ContextManager]
 Batch = tuple[Tensor, Tensor]

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from llm_sweep.run_record import (FINAL_FLOPS, FINAL_TOKENS, FINAL_TOKENS_PER_PARAM, FINAL_VAL_ACC,
-                                  FINAL_VAL_LOSS, FINAL_VAL_PPL, VAL_ACC, VAL_LOSS, VAL_PPL)
+from llm_sweep.core.run_record import (FINAL_FLOPS, FINAL_TOKENS, FINAL_TOKENS_PER_PARAM,
+                                       FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL, VAL_ACC,
+                                       VAL_LOSS, VAL_PPL)
 from llm_sweep.training.metrics import mfu, tokens_per_s
 from llm_sweep.training.setup import TrainingParts
 

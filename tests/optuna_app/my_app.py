@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from llm_sweep.sweeping.pruning import OptunaPruningReporter
+from hydra_plugins.llm_sweep_optuna.pruning import OptunaPruningReporter
 from llm_sweep.training.stop import StopRequest
 
 

@@ -1,0 +1,53 @@
+"""What a user reads: results and status on stdout, one-line warnings and errors on stderr,
+and the exit code 2 of every `python -m llm_sweep.<command>` for a user error. The one place
+that prints; diagnostics go through `logging` (Hydra configures it for its apps,
+`configure_logging` for the others)."""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Callable, NoReturn, TypeVar
+
+from llm_sweep.core.errors import LlmSweepError
+
+USER_ERROR_EXIT_CODE = 2  # as argparse uses for bad arguments
+
+F = TypeVar("F", bound=Callable)
+
+
+def show(text: str, end: str = "\n") -> None:
+    """A result or a status line (a summary block, a table, "wrote ...") on stdout."""
+    print(text, end=end, flush=True)
+
+
+def warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+def error(text: object) -> None:
+    print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def exit_with_error(exc: BaseException | str) -> NoReturn:
+    """Print `error: <message>` on stderr and exit with the user-error code."""
+    error(exc)
+    sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def user_errors(command: F) -> F:
+    """Run `command`, turning an LlmSweepError into one line and exit code 2."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except LlmSweepError as exc:
+            exit_with_error(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Diagnostics of a command that is not a Hydra app, as Hydra shows its own: one line
+    each on stderr, at INFO and above."""
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)

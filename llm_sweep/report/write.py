@@ -1,0 +1,53 @@
+"""All report files for a set of runs, written into one folder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from llm_sweep.report import plots
+from llm_sweep.report.analysis import Findings, analyse
+from llm_sweep.report.findings import summary_markdown
+from llm_sweep.report.runs import RunRow
+from llm_sweep.report.tables import write_csv, write_markdown
+
+
+@dataclass(frozen=True)
+class Report:
+    findings: Findings
+    written: tuple[Path, ...]
+    skipped: dict[str, str]  # file name -> why it was not drawn
+
+
+SKIP_REASONS = {
+    "loss_vs_params.png": "no wider or deeper shape than the reference was run",
+    "loss_vs_tokens_per_param.png": "no finished run logged its tokens",
+    "curves.png": "no run logged val/loss",
+    "optimizer.png": "no model size was run with both AdamW and SophiaG",
+}
+
+
+def write_report(rows: Sequence[RunRow], out_dir: Path, source: str) -> Report:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    findings = analyse(rows)
+    write_csv(rows, out_dir / "runs.csv")
+    write_markdown(rows, out_dir / "runs.md")
+    figures = {
+        "loss_vs_params.png": lambda path: plots.plot_loss_vs_params(
+            findings.shapes, findings.budget, path),
+        "loss_vs_tokens_per_param.png": lambda path: plots.plot_loss_vs_tokens_per_param(
+            findings.compared, findings.lowest, findings.budget, path),
+        "curves.png": lambda path: plots.plot_curves(rows, path),
+        "optimizer.png": lambda path: plots.plot_optimizers(findings.optimizers, path),
+    }
+    written = [out_dir / "runs.csv", out_dir / "runs.md"]
+    skipped = {}
+    for name, draw in figures.items():
+        if draw(out_dir / name):
+            written.append(out_dir / name)
+        else:
+            (out_dir / name).unlink(missing_ok=True)  # not a stale figure from an earlier report
+            skipped[name] = SKIP_REASONS[name]
+    summary = out_dir / "summary.md"
+    summary.write_text(summary_markdown(rows, findings, source, skipped))
+    return Report(findings, (*written, summary), skipped)
