@@ -27,7 +27,7 @@ from llm_sweep.hardware import autocast_for
 from llm_sweep.models.build import build_model
 from llm_sweep.optim.build import build_optimizer
 from llm_sweep.optim.hooks import OptimizerHook
-from llm_sweep.report.plan import load_presets
+from llm_sweep.plan.presets import load_presets
 from llm_sweep.training.steps import forward_backward, optimizer_step
 
 

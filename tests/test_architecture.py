@@ -209,3 +209,16 @@ def test_only_the_console_prints():
     printing = [name for name, path in module_files().items()
                 if name != "llm_sweep.core.console" and re.search(r"\bprint\(", path.read_text())]
     assert printing == []
+
+
+def test_every_llm_sweep_import_in_the_docs_and_scripts_resolves():
+    """The imports that README, docs/ and benchmarks/ show users name modules and names that exist."""
+    sources = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), *sorted((REPO / "benchmarks").glob("*.py"))]
+    imports = sorted({(str(path.relative_to(REPO)), f"from {module} import {names}") for path in sources
+                      for module, names in re.findall(r"^\s*from (llm_sweep[\w.]*) import ([\w, ]+)$",
+                                                      path.read_text(), re.M)})
+    assert len(imports) >= 3
+    check = ("import sys\nfor where, code in %r:\n    try:\n        exec(code)\n"
+             "    except Exception as exc:\n        print(where, code, exc)" % imports)
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, ""), done.stdout + done.stderr[-2000:]
