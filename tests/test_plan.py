@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
+from conftest import REPO
 from llm_sweep.bench.results import read_bench
 from llm_sweep.core.errors import DataError
 from llm_sweep.models.build import build_model
@@ -176,3 +178,26 @@ def test_plan_from_a_broken_fit_is_one_line_and_exit_code_2(capsys, tmp_path):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --fit ") and "not a fit.json" in err and "\n" not in err
+
+
+def test_a_throughput_whose_optimum_outruns_its_compute_is_one_line(capsys):
+    """The committed CPU fit has a = 1.24 with k = 0.945: N_opt grows faster than the compute a
+    fixed token rate buys it, so no compute solves C = rate x time x c N_opt(C)^k."""
+    fit = REPO / "docs" / "results" / "isoflop" / "fit.json"
+    with pytest.raises(SystemExit) as exit_info:
+        plan.main(["--fit", str(fit), "--tokens-per-s", "30000", "--budget", "3h", "--tokenizer", "bytes",
+                   "--seq-len", "128"])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --tokens-per-s with this fit has no compute-optimal run")
+    assert "k x a = 0.945 x 1.24 >= 1" in line and "--flops" in line
+
+
+def test_the_fitted_compute_range_includes_its_own_ends():
+    from llm_sweep.report.fit import outside_factor
+
+    lo, hi = 1e12, 6.25e12
+    assert outside_factor(float(np.exp(np.log(hi))), lo, hi) == 1.0  # not "1.0x outside"
+    assert outside_factor(float(np.exp(np.log(lo))), lo, hi) == 1.0
+    assert outside_factor(1.25e13, lo, hi) == pytest.approx(2.0)
+    assert outside_factor(1e11, lo, hi) == pytest.approx(10.0)

@@ -19,7 +19,7 @@ import numpy as np
 from llm_sweep.core.errors import DataError
 from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.core.size import flops_per_token, param_count
-from llm_sweep.report.fit import surface_optimum
+from llm_sweep.report.fit import outside_factor, surface_optimum
 from llm_sweep.report.fit_laws import FlopsPerToken, LossSurface, PowerLaws
 from llm_sweep.report.fit_result import FitResult
 from llm_sweep.report.tables import markdown_table, ratio, si
@@ -47,6 +47,11 @@ class Law:
 
     def uses_approach3(self) -> bool:
         return bool(self.approach3.alpha.constrained and self.approach3.beta.constrained)
+
+    def frontier_exponent(self) -> float:
+        """a, the exponent of N_opt in C: Approach 3's when it is used, else Approach 2's."""
+        a = self.approach3.a if self.uses_approach3() else self.approach2.a
+        return math.nan if a.value is None else a.value
 
     def optimal_params(self, compute: float) -> float:
         """N_opt at this compute: where dL/dN = 0 along C = c N^k D (Approach 3), else
@@ -132,18 +137,30 @@ def plan_from_fit(law: Law, compute: float, base: ModelConfig, seq_len: int) -> 
 
 def compute_at_tokens_per_s(law: Law, tokens_per_s: float, seconds: float) -> float:
     """The compute of a run at a fixed token rate, when the model is the compute-optimal
-    one for that compute: C = rate x time x c N_opt(C)^k, solved by iteration."""
+    one for that compute: C = rate x time x c N_opt(C)^k, solved by iteration. The map
+    contracts only while N_opt grows slower than the compute it costs (k x a < 1); where it
+    does not, no such compute exists and the error says so in one line."""
     c, k = law.per_token.coefficient, law.per_token.exponent
-    params = 1e6  # any start: the map contracts when k a < 1 (a ~ 0.5)
+    ln_scale = math.log(tokens_per_s * seconds * c)
+    ln_params = math.log(1e6)  # any start
     for _ in range(200):
-        params = law.optimal_params(tokens_per_s * seconds * c * params ** k)
-    return tokens_per_s * seconds * c * params ** k
+        ln_compute = ln_scale + k * ln_params
+        try:
+            moved = math.log(law.optimal_params(math.exp(ln_compute)))
+        except (OverflowError, ValueError):  # the iteration ran off to 0 or infinity
+            break
+        if abs(moved - ln_params) < 1e-10:
+            return math.exp(ln_scale + k * moved)
+        ln_params = moved
+    raise DataError(f"--tokens-per-s with this fit has no compute-optimal run: N_opt grows as fast as "
+                    f"the compute it costs (k x a = {k:.3g} x {law.frontier_exponent():.3g} >= 1, k from "
+                    "flops_per_token, a the fit's compute exponent); give the compute with --flops")
 
 
 def _outside(plan: FitPlan) -> str:
     lo, hi = plan.law.c_range
-    factor = max(lo / plan.compute, plan.compute / hi)
-    return "" if factor <= 1 else (f"Extrapolation: C is {factor:.3g}x outside the fitted runs' compute "
+    factor = outside_factor(plan.compute, lo, hi)
+    return "" if factor == 1 else (f"Extrapolation: C is {factor:.3g}x outside the fitted runs' compute "
                                    f"({lo:.3g} to {hi:.3g} FLOPs).")
 
 

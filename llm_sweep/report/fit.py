@@ -290,10 +290,17 @@ def _at_compute(label: str, ln_c: float, ln_n: float, ln_n_samples: np.ndarray, 
     lo, hi = budget_range
     with np.errstate(over="ignore"):  # a wild resample far outside: inf, beyond any interval
         n_samples, tpp_samples = np.exp(ln_n_samples), tpp(ln_n_samples)
-    outside = max(lo / np.exp(ln_c), np.exp(ln_c) / hi, 1.0)
+    outside = outside_factor(float(np.exp(ln_c)), lo, hi)
     return Optimum(label, float(np.exp(ln_c)), Estimate(_number(np.exp(ln_n)), _interval(n_samples)),
                    _number(tpp(ln_n) * np.exp(ln_n)), Estimate(_number(tpp(ln_n)), _interval(tpp_samples)),
                    bool(outside > 1.0), float(outside))
+
+
+def outside_factor(compute: float, lo: float, hi: float, rel_tol: float = 1e-9) -> float:
+    """How many times `compute` lies outside [lo, hi]; exactly 1 inside, the ends included
+    to rounding (a compute that went through exp(log(C)) is still its own budget)."""
+    factor = max(lo / compute, compute / hi)
+    return factor if factor > 1 + rel_tol else 1.0
 
 
 def _approach2(data: Data, ln_n: np.ndarray, draws: Sequence[tuple[np.ndarray, np.ndarray]],
