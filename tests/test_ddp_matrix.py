@@ -166,3 +166,17 @@ def test_bench_on_two_processes_runs_both_optimizers(tmp_path):
         bench = json.loads((tmp_path / optim / "bench.json").read_text())
         assert (bench["world_size"], bench["ddp"]) == (2, True)
         assert bench["records"][0]["tokens_per_s"] > 0
+
+
+def test_a_local_parallel_trial_of_two_tasks_trains_one_ddp_run(tmp_path):
+    """hydra/launcher=local_parallel with tasks_per_node=2: submitit's local tasks join one
+    process group (no GPU here, so no GPU claim) and give the one-process first-step loss."""
+    args = [*TINY, "tracking.log_interval=1"]
+    one = run_app([*args, "hydra.run.dir=one"], cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    done = run_app(["--multirun", "hydra/launcher=local_parallel", "hydra.launcher.tasks_per_node=2", *args,
+                    "hydra.sweep.dir=sweep"], cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
+    assert "2 processes (DDP)" in logs
+    assert first_loss(tmp_path / "sweep" / "0") == pytest.approx(first_loss(tmp_path / "one"), abs=1e-4)
