@@ -70,7 +70,6 @@ def _train_job(cfg: DictConfig, record: JobRecord) -> float:
     run = load_config(cfg)  # a bad value fails here, before torch is imported
     # after validation: a bad value fails before torch and MLflow load
     from llm_sweep.sweeping.gpu_slots import claim_gpus_for_trial
-    # after validation: a bad value fails before torch and MLflow load
     from llm_sweep.training.distributed import as_peer_lost, join_world, leave_world
 
     record.digest = config_hash(run)
@@ -94,7 +93,8 @@ def _train_in_world(run: RunConfig, record: JobRecord, world: World) -> float:
     previous = broadcast_from_main(read_status(record.run_dir) if world.is_main else None, world)
     if previous and previous["status"] == STATUS_FINISHED and previous.get("config_hash") == record.digest:
         if world.is_main:
-            console.show(f"already finished in {record.run_dir} (val/loss {previous['val_loss']:.4f}); skipping")
+            console.show(f"already finished in {record.run_dir} (val/loss {previous['val_loss']:.4f}); "
+                         "skipping")
         return previous["val_loss"]
     if previous and previous.get("config_hash") not in (None, record.digest):
         raise RunDirTaken(f"{record.run_dir} holds a run with a different config "
@@ -107,11 +107,8 @@ def _train_in_world(run: RunConfig, record: JobRecord, world: World) -> float:
 def _train_tracked(run: RunConfig, record: JobRecord, world: World) -> float:
     # after validation: a bad value fails before torch and MLflow load
     from llm_sweep.sweeping.preemption import preemption_guard
-    # after validation: a bad value fails before torch and MLflow load
     from llm_sweep.tracking import NullTracker, start_tracking
-    # after validation: a bad value fails before torch and MLflow load
     from llm_sweep.tracking.describe import JobContext
-    # after validation: a bad value fails before torch and MLflow load
     from llm_sweep.training.loop import train
 
     record.tracker = tracker = (start_tracking(run, JobContext.current(), record.run_dir, record.digest)

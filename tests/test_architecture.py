@@ -161,8 +161,8 @@ def test_every_command_reports_a_user_error_in_one_line_with_exit_code_2(tmp_pat
 # --- plain imports: the call graph is what the files say --------------------------------------
 
 def function_level_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, text) of every import inside a function, and whether a comment says why: on
-    its line, or on the line before."""
+    """(line, text) of every import inside a function that no comment explains: one on its
+    line, or one just above the run of imports it belongs to."""
     lines = path.read_text().splitlines()
     found = []
     for node in ast.walk(ast.parse("\n".join(lines))):
@@ -170,9 +170,11 @@ def function_level_imports(path: Path) -> list[tuple[int, str]]:
             continue
         for inner in ast.walk(node):
             if isinstance(inner, (ast.Import, ast.ImportFrom)):
-                here, before = lines[inner.lineno - 1], lines[inner.lineno - 2].strip()
-                if "#" not in here and not before.startswith("#"):
-                    found.append((inner.lineno, here.strip()))
+                above = inner.lineno - 2
+                while lines[above].strip().startswith(("from ", "import ")):
+                    above -= 1
+                if "#" not in lines[inner.lineno - 1] and not lines[above].strip().startswith("#"):
+                    found.append((inner.lineno, lines[inner.lineno - 1].strip()))
     return found
 
 

@@ -31,7 +31,7 @@ from llm_sweep.hardware import (autocast_for, configure_backends, peak_flops, pe
                                 reset_peak_memory, resolve_device)
 from llm_sweep.models.build import build_model
 from llm_sweep.optim.build import build_optimizer
-from llm_sweep.training.distributed import rank_device, wrap_for_ddp
+from llm_sweep.training.distributed import rank_device, step_and_eval_models
 from llm_sweep.training.metrics import tokens_per_s
 from llm_sweep.training.steps import forward_backward, optimizer_step
 
@@ -75,9 +75,7 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
     model.loss_chunks = run.loss_chunks
     optimizer, hook = build_optimizer(model, run.optim, batch.tokens_per_step, device.type, seed=run.seed)
     compile_fn = functools.partial(torch.compile, mode=run.compile_mode) if mode.compile else None
-    # As training builds it (training/setup.py): DDP first, then compiled.
-    step_model = (wrap_for_ddp(model, device, run.distributed.bucket_cap_mb, compile_fn) if world.distributed
-                  else compile_fn(model, fullgraph=True) if compile_fn else model)
+    step_model, _ = step_and_eval_models(model, world, device, run.distributed.bucket_cap_mb, compile_fn)
     autocast = autocast_for(device, mode.dtype)
     share = world.share(batch.micro_batch_size, batch.grad_accum)
     last_row, last_weight = share.last_micro_batch(batch.grad_accum)

@@ -22,12 +22,13 @@ from submitit import JobEnvironment
 
 from llm_sweep.core.errors import ConfigError, LlmSweepError
 
+log = logging.getLogger(__name__)
+
 
 class PeerTimeout(LlmSweepError):
     """Another task of this trial did not do its part in time."""
 
 
-log = logging.getLogger(__name__)
 LOCK_DIR = Path(tempfile.gettempdir()) / f"llm_sweep-gpu-slots-{os.getuid()}"
 POLL_S = 2.0
 

@@ -46,7 +46,7 @@ def preview_or_refuse(config: DictConfig, multirun: bool) -> None:
         return
     # only in a multirun: every run loads this callback
     from llm_sweep.sweeping.preview import preview_sweep
-    from llm_sweep.sweeping.preview_text import format_preview  # (as above)
+    from llm_sweep.sweeping.preview_text import format_preview
 
     try:
         with warnings.catch_warnings():

@@ -100,6 +100,18 @@ def wrap_for_ddp(model: torch.nn.Module, device: torch.device, bucket_cap_mb: fl
     return compile(wrapped) if compile is not None else wrapped
 
 
+def step_and_eval_models(model: torch.nn.Module, world: World, device: torch.device,
+                         bucket_cap_mb: float, compile: Optional[Callable[..., torch.nn.Module]]
+                         ) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """What the training step calls (DDP over several processes, then compiled) and what
+    evaluation calls (compiled fullgraph, so a graph break in the model fails loudly; never
+    DDP). A plain process uses one model for both."""
+    eval_model = compile(model, fullgraph=True) if compile else model
+    if not world.distributed:
+        return eval_model, eval_model
+    return wrap_for_ddp(model, device, bucket_cap_mb, compile), eval_model
+
+
 def no_sync_for(model: torch.nn.Module) -> Callable[[], ContextManager]:
     """A context that skips DDP's gradient all-reduce (all micro-batches of a step but the
     last accumulate locally); a plain context for a model without DDP. A compiled DDP

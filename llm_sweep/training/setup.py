@@ -28,7 +28,7 @@ from llm_sweep.optim.hooks import OptimizerHook
 from llm_sweep.optim.schedules import lr_at, set_lr
 from llm_sweep.training.checkpoint import (latest_valid_checkpoint, load_checkpoint, model_state,
                                            rng_state, save_checkpoint, set_rng_state)
-from llm_sweep.training.distributed import rank_device, wrap_for_ddp
+from llm_sweep.training.distributed import rank_device, step_and_eval_models
 from llm_sweep.training.sinks import RunInfo
 from llm_sweep.training.steps import Autocast, Batch
 
@@ -126,9 +126,8 @@ def build_parts(run: RunConfig, run_dir: Path, world: World) -> TrainingParts:
         # test session) would count toward dynamo's recompile limit, a hard error below.
         torch.compiler.reset()
     compile_fn = functools.partial(torch.compile, mode=run.compile_mode) if compiled else None
-    # fullgraph: a graph break (on any device) fails loudly instead of running part eagerly.
-    eval_model = compile_fn(model, fullgraph=True) if compile_fn else model
-    step_model = wrap_for_ddp(model, device, run.distributed.bucket_cap_mb, compile_fn) if world.distributed else eval_model
+    step_model, eval_model = step_and_eval_models(model, world, device, run.distributed.bucket_cap_mb,
+                                                  compile_fn)
     sampler = BatchSampler(splits.train, run.batch.micro_batch_size, run.batch.seq_len,
                            seed=run.seed, rows=share.rows, device=device)
     batches = StepPrefetcher(sampler, share.micro_batches)
