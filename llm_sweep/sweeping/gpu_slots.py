@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
-from submitit import JobEnvironment
-
 from llm_sweep.core.errors import ConfigError, LlmSweepError
 
 log = logging.getLogger(__name__)
@@ -105,6 +103,7 @@ def claim_gpus_for_trial(gpus_per_trial: int, timeout_s: float = 600.0) -> None:
     devices = visible_gpus()
     if not devices:
         return  # a CPU-only machine: nothing to share
+    from submitit import JobEnvironment  # only inside submitit's local jobs (checked above)
     job = JobEnvironment()
     if job.num_tasks > gpus_per_trial:
         raise ConfigError(f"hydra.launcher.tasks_per_node={job.num_tasks} processes need a GPU each, "

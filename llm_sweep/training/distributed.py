@@ -20,8 +20,6 @@ from typing import Any, Callable, ContextManager, Optional
 
 import torch
 import torch.distributed as dist
-from submitit import JobEnvironment
-from submitit.helpers import TorchDistributedEnvironment
 from torch.nn.parallel import DistributedDataParallel
 
 from llm_sweep.core.errors import PeerLost
@@ -71,6 +69,9 @@ def _export_submitit_tasks() -> None:
     submitit's own helper (never parsed by hand from Slurm's)."""
     if "SUBMITIT_EXECUTOR" not in os.environ or World.launched_as_group():
         return
+    # submitit only inside its own jobs: a GPU machine that only trains may lack it.
+    from submitit import JobEnvironment
+    from submitit.helpers import TorchDistributedEnvironment
     if JobEnvironment().num_tasks > 1:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
