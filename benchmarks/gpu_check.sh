@@ -73,19 +73,10 @@ else
   SOPHIA=()
 fi
 
+. benchmarks/device_wheels.sh  # install_missing_wheels
+
 setup() {
-  local whl dist missing=()
-  for whl in .whl/*.whl; do  # skip what the machine has: two versions of one package clash
-    [ -e "$whl" ] || continue
-    dist=$(basename "$whl") && dist=${dist%%-*}
-    "$PY" -c "import importlib.metadata as m, sys; m.distribution(sys.argv[1])" "$dist" \
-      2>/dev/null || missing+=("$whl")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]##*/}"
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$SITE" "${missing[@]}" || return 1
-  fi
+  install_missing_wheels || return 1
   "$PY" - <<'EOF'
 import importlib, importlib.metadata, os, sys
 missing = []
@@ -167,7 +158,7 @@ step() {  # step NAME SECONDS COMMAND...: run under a time limit, log, collect i
   command -v nvidia-smi >/dev/null &&
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 } 2>&1 | tee -a "$LOG"
-export -f setup
+export -f install_missing_wheels setup
 export PY SITE GPU_CHECK_DRY
 step setup 45 bash -c setup || { echo "setup failed: nothing measured" | tee -a "$LOG"; exit 2; }
 

@@ -4,7 +4,10 @@
 
 The result loads with `AutoModelForCausalLM.from_pretrained(OUT_DIR)`: a
 LlamaForCausalLM for `arch: llama`, a GPT2LMHeadModel for `arch: gpt2`. Each model's
-conversion lives beside it (models/llama_hf.py, models/gpt2_hf.py).
+conversion lives beside it (models/llama_hf.py, models/gpt2_hf.py). A mup or completep
+model's multipliers (logits, residual branches, attention scale) are folded into its
+weights first (models.parametrization.folded_state): the exported model is a standard one
+with the same logits.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from llm_sweep.core.console import user_errors
 from llm_sweep.core.errors import LlmSweepError
 from llm_sweep.models import gpt2_hf, llama_hf
 from llm_sweep.models.build import unwrap
+from llm_sweep.models.parametrization import folded_state
 from llm_sweep.training.checkpoint import load_model
 
 CONVERTERS = {"llama": llama_hf.to_hf, "gpt2": gpt2_hf.to_hf}
@@ -31,7 +35,7 @@ def export_model(model: nn.Module, out_dir: str | Path) -> Path:
         raise LlmSweepError("exporting needs transformers: pip install 'llm_sweep[hf]'") from exc
     model = unwrap(model)
     state = {key: value.detach().float().cpu() for key, value in model.state_dict().items()}
-    hf_model = CONVERTERS[model.config.arch](transformers, model.config, state)
+    hf_model = CONVERTERS[model.config.arch](transformers, model.config, folded_state(state, model.config))
     out_dir = Path(out_dir)
     hf_model.save_pretrained(out_dir)
     return out_dir

@@ -18,10 +18,12 @@ LAYERS = [
     ("building blocks", ["llm_sweep.models", "llm_sweep.optim", "llm_sweep.data", "llm_sweep.hardware"]),
     ("training", ["llm_sweep.training"]),
     ("services", ["llm_sweep.tracking", "llm_sweep.sweeping", "llm_sweep.bench", "llm_sweep.plan",
-                  "llm_sweep.report", "hydra_plugins"]),
+                  "llm_sweep.report", "llm_sweep.coordcheck", "llm_sweep.design", "hydra_plugins"]),
     ("entry points", ["llm_sweep.job", "llm_sweep.__main__", "llm_sweep.bench.cli", "llm_sweep.bench.__main__",
                       "llm_sweep.plan.cli", "llm_sweep.plan.__main__", "llm_sweep.report.cli",
-                      "llm_sweep.report.__main__", "llm_sweep.export", "llm_sweep.prepare", "llm_sweep"]),
+                      "llm_sweep.report.__main__", "llm_sweep.coordcheck.cli", "llm_sweep.coordcheck.__main__",
+                      "llm_sweep.design.cli", "llm_sweep.design.__main__",
+                      "llm_sweep.export", "llm_sweep.prepare", "llm_sweep"]),
 ]
 PACKAGES = ("llm_sweep", "hydra_plugins")
 MAX_FUNCTION_LINES = 60
@@ -142,8 +144,10 @@ COMMAND_ERRORS = [
     ("llm_sweep.bench", ["bench.modes=[eager-fp16]", "tracking=none", "hydra.run.dir=run"], "eager-fp16"),
     ("llm_sweep.prepare", ["data=text"], "data.paths"),
     ("llm_sweep.plan", ["--presets", "huge"], "no preset huge"),
+    ("llm_sweep.design", ["--budgets", "1e12,4e12", "--noise", "loud"], "--noise"),
     ("llm_sweep.report", ["--experiment", "none"], "no MLflow store"),
     ("llm_sweep.export", ["missing.pt", "hf_out"], "missing.pt"),
+    ("llm_sweep.coordcheck", ["coordcheck.parametrizations=[ntk]", "hydra.run.dir=run"], "coordcheck.parametrizations"),
 ]
 
 

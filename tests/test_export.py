@@ -17,12 +17,12 @@ transformers = pytest.importorskip("transformers")
 VOCAB = 512
 
 
-def trained_like_model(arch: str, weight_tying: bool) -> torch.nn.Module:
+def trained_like_model(arch: str, weight_tying: bool, **parametrization) -> torch.nn.Module:
     """A small model whose norm weights are not all ones, so a swapped or dropped norm
     in the mapping changes the logits."""
     torch.manual_seed(0)
     config = ModelConfig(arch=arch, n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB,
-                         max_seq_len=32, weight_tying=weight_tying, rmsnorm_eps=1e-6)
+                         max_seq_len=32, weight_tying=weight_tying, rmsnorm_eps=1e-6, **parametrization)
     model = build_model(config).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -50,6 +50,33 @@ def test_exported_model_gives_our_logits(tmp_path, arch, hf_class, weight_tying)
     assert hf_config["tie_word_embeddings"] is weight_tying
     assert (tmp_path / "model.safetensors").is_file()
     assert_same_logits(model, tmp_path)
+
+
+# Twice the base width at a fixed head count (head size 16 against 8: attention scale
+# sqrt(8)/16), and under completep twice the base depth (residual branches x 1/2).
+MULTIPLIED = {"mup": dict(parametrization="mup", base_width=32),
+              "completep": dict(parametrization="completep", base_width=32, base_depth=1)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weight_tying", [True, False])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("parametrization", sorted(MULTIPLIED))
+def test_an_export_folds_the_multipliers_into_the_weights(tmp_path, arch, weight_tying, parametrization):
+    model = trained_like_model(arch, weight_tying, **MULTIPLIED[parametrization])
+    with torch.no_grad():  # attention far from uniform, so a wrong attention scale shows
+        for block in model.blocks:
+            block.attn.qkv.weight.mul_(8.0)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    export_model(model, tmp_path)
+    assert_same_logits(model, tmp_path)
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    # The multipliers matter: the same weights without them give other logits.
+    standard = build_model(dataclasses.replace(model.config, parametrization="sp"))
+    standard.load_state_dict(model.state_dict())
+    idx = torch.randint(0, VOCAB, (2, 32))
+    with torch.no_grad():
+        assert (standard(idx) - model(idx)).abs().max().item() > 0.01
 
 
 @pytest.mark.slow

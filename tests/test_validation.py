@@ -23,6 +23,7 @@ from conftest import run_app
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
 from llm_sweep.core.config import (CONF_DIR, SWEEPS_DIR, BatchConfig, BudgetConfig, RunConfig,
                                    load_config, register_configs)
+from llm_sweep.core.coordcheck_config import CoordcheckConfig
 from llm_sweep.core.data_config import TOKENIZER_VOCAB_SIZES, DataConfig
 from llm_sweep.core.errors import ConfigError
 from llm_sweep.core.model_config import ModelConfig
@@ -118,6 +119,14 @@ def run_with(**sections: Any) -> RunConfig:
      "model.n_embd=120 / model.n_head=2 is a head size of 60, not allowed: must be a multiple of 8"),
     (ModelConfig(n_embd=48, head_dim=12), "model.",
      "model.head_dim=12 is a head size of 12, not allowed: must be a multiple of 8"),
+    (ModelConfig(parametrization="mup"), "model.",
+     "model.base_width is required with model.parametrization=mup: a positive int, the n_embd"),
+    (ModelConfig(parametrization="completep", base_width=64), "model.",
+     "model.base_depth is required with model.parametrization=completep: a positive int, the n_layer"),
+    (CoordcheckConfig(widths=[64, 128], depths=[2, 4]), "coordcheck.",
+     "coordcheck.widths=[64, 128] and coordcheck.depths=[2, 4]: vary one of them, not both"),
+    (CoordcheckConfig(widths=[64]), "coordcheck.",
+     "coordcheck.widths=[64] is not allowed: give at least two widths, or two coordcheck.depths"),
     (ScheduleConfig(name="wsd", warmup_frac=0.5, decay_frac=0.6), "schedule.",
      "schedule.decay_frac=0.6 is not allowed: must be in [0, 1 - schedule.warmup_frac=0.5]"),
     (BudgetConfig(), "budget.",
@@ -227,6 +236,11 @@ CLI_CASES = [
     ("model.dropout=1.5", "model.dropout"),
     ("model.multiple_of=0", "model.multiple_of"),
     ("model.rmsnorm_eps=0", "model.rmsnorm_eps"),
+    ("model.parametrization=ntk", "model.parametrization"),
+    ("model.parametrization=mup", "model.base_width"),  # the proxy's width must be named
+    ("model.parametrization=completep model.base_width=64", "model.base_depth"),
+    ("model.base_width=0", "model.base_width"),
+    ("model.base_depth=0", "model.base_depth"),
     ("optim.name=lion", "optim.name"),
     ("optim.lr=0", "optim.lr"),
     ("optim.weight_decay=-0.1", "optim.weight_decay"),
@@ -267,8 +281,17 @@ CLI_CASES = [
     ("bench.modes=[]", "bench.modes"),
     ("bench.warmup_steps=-1", "bench.warmup_steps"),
     ("bench.steps=0", "bench.steps"),
+    ("coordcheck.parametrizations=[sp,ntk]", "coordcheck.parametrizations"),
+    ("coordcheck.widths=[4,64]", "coordcheck.widths"),
+    ("coordcheck.widths=[64]", "coordcheck.widths"),  # one width and no depths: nothing varies
+    ("coordcheck.widths=[64,128] coordcheck.depths=[1,2]", "coordcheck.widths"),  # both vary
+    ("coordcheck.depths=[0,1]", "coordcheck.depths"),
+    ("coordcheck.steps=0", "coordcheck.steps"),
+    ("coordcheck.batch_size=0", "coordcheck.batch_size"),
+    ("coordcheck.seq_len=0", "coordcheck.seq_len"),
     ("sweep.max_gpu_hours=0", "sweep.max_gpu_hours"),
     ("sweep.bench=/no/such/bench.json", "sweep.bench"),
+    ("sweep.seeds=0", "sweep.seeds"),
     ("data.name=wikitext", "data.name"),
     ("data=text", "data.paths"),
     ("data.val_fraction=2", "data.val_fraction"),

@@ -125,6 +125,18 @@ class Budget:
             parts.append(f"{cfg.flops:.3g} FLOPs")
         return " / ".join(parts) or "none"
 
+    @staticmethod
+    def flops_in_label(label: str) -> Optional[float]:
+        """The FLOP budget a `label()` names, if any."""
+        parts = [part for part in label.split(" / ") if part.endswith(" FLOPs")]
+        return float(parts[0][: -len(" FLOPs")]) if parts else None
+
+    @staticmethod
+    def label_has_time(label: str) -> bool:
+        """Whether a `label()` includes a time budget (its one part without a unit)."""
+        units = (" steps", " tokens", " FLOPs")
+        return any(part and part != "none" and not part.endswith(units) for part in label.split(" / "))
+
     def steps_allowed(self, tokens_per_step: int, tokens_per_s: float) -> dict[str, float]:
         """Optimizer steps each budget that is set allows (training stops at the first step
         that reaches one); a time budget at `tokens_per_s`."""

@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from llm_sweep.core.budget import BudgetConfig, is_positive_duration, parse_duration
+from llm_sweep.core.coordcheck_config import CoordcheckConfig
 from llm_sweep.core.data_config import DataConfig
 from llm_sweep.core.model_config import ModelConfig, with_vocab_size
 from llm_sweep.core.optim_config import OptimConfig, ScheduleConfig
@@ -102,6 +103,9 @@ class SweepConfig:
     # mode's MFU and peak); None: plan's default MFU on `peak_flops` (None: an A100's).
     bench: Optional[str] = field(default=None, metadata=rule(
         test=lambda path: Path(path).is_file(), expect="an existing bench.json file"))
+    # Repeat every job of a basic-sweeper sweep with seed, seed+1, ..., seed+seeds-1
+    # (llm_sweep.sweeping.seeds); 1: each job once, at `seed`.
+    seeds: int = field(default=1, metadata=rule(ge=1))
 
 
 @dataclass
@@ -154,6 +158,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    coordcheck: CoordcheckConfig = field(default_factory=CoordcheckConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = field(default=1337, metadata=SEED)

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 from llm_sweep.core.rules import rule
 
-DATASETS = ("shakespeare", "slimpajama", "text")
+DATASETS = ("shakespeare", "english", "slimpajama", "text")
 # The token ids each tokenizer emits (GPT-2 BPE: 0..50256; bytes: 0..255 and end-of-text
 # 256), so model.vocab_size is set and checked without loading a tokenizer.
 TOKENIZER_VOCAB_SIZES = {"gpt2": 50257, "bytes": 257}

@@ -1,4 +1,12 @@
-"""The `model` config group: one dataclass shared by both architectures."""
+"""The `model` config group: one dataclass shared by both architectures.
+
+`parametrization` says how initialization, learning rates and multipliers follow the shape
+(llm_sweep.models.parametrization): `sp`, the standard one; `mup`, whose best learning rate
+and init do not move with width (Yang et al. 2022, "Tensor Programs V"); `completep`, which
+also keeps them across depth (Dey et al. 2025, "Don't be lazy: CompleteP enables
+compute-efficient deep transformers"). `base_width` (and `base_depth` for completep) name the
+proxy shape the hyperparameters were tuned at; at that shape both reduce to `sp`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -7,6 +15,7 @@ from typing import Optional
 from llm_sweep.core.rules import rule
 
 ARCHS = ("gpt2", "llama")
+PARAMETRIZATIONS = ("sp", "mup", "completep")
 VOCAB_MULTIPLE = 64  # embedding and LM-head rows padded to this, for efficient matmuls
 GPT2_TOKEN_IDS = 50257  # the default tokenizer's (data.tokenizer=gpt2), for configs without data
 
@@ -30,6 +39,16 @@ def _head_size(m: "ModelConfig", p: str) -> Optional[str]:
     return f"{given} is a head size of {size}, not allowed: must be a multiple of 8"
 
 
+def _base_shape_given(m: "ModelConfig", p: str) -> Optional[str]:
+    needs = {"mup": ("base_width",), "completep": ("base_width", "base_depth")}.get(m.parametrization, ())
+    for key in needs:
+        if getattr(m, key) is None:
+            what = "n_embd" if key == "base_width" else "n_layer"
+            return (f"{p}{key} is required with {p}parametrization={m.parametrization}: "
+                    f"a positive int, the {what} of the proxy the hyperparameters were tuned at")
+    return None
+
+
 @dataclass
 class ModelConfig:
     name: str = "custom"  # preset name, shown in run names and reports
@@ -47,7 +66,15 @@ class ModelConfig:
     multiple_of: int = field(default=256, metadata=rule(ge=1))  # SwiGLU hidden size is rounded up to this
     rmsnorm_eps: float = field(default=1e-5, metadata=rule(gt=0))
 
-    cross_field_rules = (_heads_divide_width, _head_size)  # not a field: no annotation
+    # How init, per-layer learning rates and multipliers follow the shape: sp | mup | completep.
+    parametrization: str = field(default="sp", metadata=rule(choices=PARAMETRIZATIONS))
+    # The n_embd (mup, completep) and n_layer (completep) the hyperparameters were tuned at.
+    # Required where used, never guessed: a wrong base silently moves every learning rate.
+    # sp ignores both, and mup ignores base_depth, so one sweep can compare parametrizations.
+    base_width: Optional[int] = field(default=None, metadata=rule(ge=1))
+    base_depth: Optional[int] = field(default=None, metadata=rule(ge=1))
+
+    cross_field_rules = (_heads_divide_width, _head_size, _base_shape_given)  # not a field: no annotation
 
     @property
     def heads(self) -> int:
@@ -62,6 +89,15 @@ class ModelConfig:
             return 4 * self.n_embd
         hidden = int(2 * 4 * self.n_embd / 3)
         return -(-hidden // self.multiple_of) * self.multiple_of
+
+
+def parametrization_label(m: ModelConfig) -> str:
+    """`sp`, `mup (base width 256)`, `completep (base 2 x 256)`: what plan and reports show."""
+    if m.parametrization == "mup":
+        return f"mup (base width {m.base_width})"
+    if m.parametrization == "completep":
+        return f"completep (base {m.base_depth} x {m.base_width})"
+    return m.parametrization
 
 
 def padded_vocab(token_ids: int) -> int:

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from llm_sweep.core import console
 from llm_sweep.core.data_config import DataConfig
 from llm_sweep.core.errors import DataError
+from llm_sweep.data.english import english_documents, english_fingerprint
 from llm_sweep.data.shards import TokenShard
 from llm_sweep.data.sources import (files_fingerprint, hub_or_files_fingerprint, load_records,
                                     shakespeare_documents, shakespeare_fingerprint, text_documents,
@@ -91,6 +92,8 @@ def cache_key(cfg: DataConfig) -> dict[str, Any]:
     """Everything that decides the shards' contents; local inputs by size and mtime."""
     if cfg.name == "shakespeare":
         source = shakespeare_fingerprint()
+    elif cfg.name == "english":
+        source = english_fingerprint()
     elif cfg.name == "text":
         source = {"files": files_fingerprint(text_files(cfg.paths))}
     elif cfg.source:
@@ -163,8 +166,8 @@ def _prepare(cfg: DataConfig, key: dict[str, Any], entry: Path, progress: bool) 
 
 def _write_documents(cfg: DataConfig, entry: Path,
                      progress: bool) -> tuple[TokenShard, TokenShard, dict[str, Any]]:
-    """Shakespeare and text: small enough to tokenize in memory, on threads."""
-    texts = list(shakespeare_documents() if cfg.name == "shakespeare" else text_documents(cfg.paths))
+    """Shakespeare, english and text: small enough to tokenize in memory, on threads."""
+    texts = list(_documents(cfg))
     if not texts:
         raise DataError(f"data.paths={list(cfg.paths)} holds no documents (every record is empty)")
     if cfg.tokenizer == "gpt2":
@@ -182,6 +185,14 @@ def _write_documents(cfg: DataConfig, entry: Path,
                                tqdm(pieces, desc=f"write {split}", unit="docs", disable=not progress))
               for split, pieces in (("train", train), ("val", val))]
     return shards[0], shards[1], {"documents": len(docs), "split": rule}
+
+
+def _documents(cfg: DataConfig) -> Iterator[str]:
+    if cfg.name == "shakespeare":
+        return shakespeare_documents()
+    if cfg.name == "english":
+        return english_documents()
+    return text_documents(cfg.paths)
 
 
 def _encode_uint16(text: str, tokenizer: str) -> np.ndarray:

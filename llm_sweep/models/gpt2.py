@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.models.layers import Block, CausalLM, CausalSelfAttention, GeluMLP
+from llm_sweep.models.parametrization import attention_scale, residual_multiplier
 
 
 class GPT2(CausalLM):
@@ -30,9 +31,10 @@ class GPT2(CausalLM):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             Block(nn.LayerNorm(C, bias=False),
-                  CausalSelfAttention(C, config.heads, config.dropout),
+                  CausalSelfAttention(C, config.heads, config.dropout, attention_scale(config)),
                   nn.LayerNorm(C, bias=False),
-                  GeluMLP(C, config.mlp_hidden, config.dropout))
+                  GeluMLP(C, config.mlp_hidden, config.dropout),
+                  residual_multiplier(config))
             for _ in range(config.n_layer))
         self.norm = nn.LayerNorm(C, bias=False)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)

@@ -2,11 +2,12 @@
 
 No Linear has a bias. Residual output projections are named `out_proj` in attention and
 in both MLPs: that name is what `CausalLM.init_weights` scales down, and what the
-Hugging Face export maps.
+Hugging Face export maps. The multipliers of the parametrization (attention scale, residual
+branch, logits; llm_sweep.models.parametrization) are Python floats fixed at construction:
+1.0 (or None) skips them, and a compiled graph holds them as constants.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -15,8 +16,8 @@ from torch import Tensor, nn
 
 from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.core.size import flops_per_token, param_count
+from llm_sweep.models.parametrization import init_std, logit_multiplier, residual_init_std
 
-INIT_STD = 0.02
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (T, head_size / 2), fp32
 # Logits per chunk of the memory-bounded fused loss: about 2^26 fp32 values (256 MB) bound its
 # working memory at any batch size, while each chunk's matmuls stay large enough to run fast.
@@ -82,10 +83,10 @@ def _rows_per_chunk(n_rows: int, vocab_size: int, chunks: Optional[int]) -> int:
     return max(1, -(-n_rows // chunks))
 
 
-def _chunked_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, rows: int,
+def _chunked_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, scale: float, rows: int,
                            with_grads: bool) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """Mean cross-entropy of hidden (N, C) @ weight (V, C).T against targets (N,), and with
-    with_grads its gradients for hidden and weight, `rows` rows at a time."""
+    """Mean cross-entropy of scale * hidden (N, C) @ weight (V, C).T against targets (N,), and
+    with with_grads its gradients for hidden and weight, `rows` rows at a time."""
     n = hidden.size(0)
     dtype = _matmul_dtype(hidden)
     h, w = hidden.to(dtype), weight.to(dtype)
@@ -96,16 +97,18 @@ def _chunked_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, rows
     for start in range(0, n, rows):
         h_chunk, t_chunk = h[start:start + rows], targets[start:start + rows, None]
         logits = (h_chunk @ w.t()).float()  # (rows, V)
+        if scale != 1.0:
+            logits.mul_(scale)  # the readout multiplier, on the fp32 logits
         target_logits = logits.gather(1, t_chunk)
         row_max = logits.amax(dim=-1, keepdim=True)
         exp = logits.sub_(row_max).exp_()  # in place: the chunk's one (rows, V) fp32 buffer
         sum_exp = exp.sum(dim=-1, keepdim=True)
         loss += (sum_exp.log() + row_max - target_logits).sum()
         if with_grads:
-            # d loss / d logits = (softmax - one_hot(target)) / N. The one-hot is a comparison
-            # with the vocabulary ids, not a scatter: compiled, the whole expression is one
-            # elementwise pass that writes the gradient straight in the matmul dtype.
-            grad = exp.mul_((sum_exp * n).reciprocal_()).add_(vocab == t_chunk, alpha=-1.0 / n)
+            # d loss / d (h @ w.T) = scale * (softmax - one_hot(target)) / N. The one-hot is a
+            # comparison with the vocabulary ids, not a scatter: compiled, the whole expression
+            # is one elementwise pass that writes the gradient straight in the matmul dtype.
+            grad = exp.mul_((sum_exp * (n / scale)).reciprocal_()).add_(vocab == t_chunk, alpha=-scale / n)
             grad = grad.to(dtype)
             grad_hidden.append(grad @ w)
             part = grad.t() @ h_chunk  # (V, C)
@@ -122,16 +125,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
     exist whole. The loss is a scalar, so backward only scales the stored gradients."""
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, rows: int) -> Tensor:
-        loss, grad_hidden, grad_weight = _chunked_cross_entropy(hidden, weight, targets, rows,
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, scale: float, rows: int) -> Tensor:
+        loss, grad_hidden, grad_weight = _chunked_cross_entropy(hidden, weight, targets, scale, rows,
                                                                 with_grads=True)
         ctx.save_for_backward(grad_hidden, grad_weight)
         return loss
 
     @staticmethod
-    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, Tensor, None, None]:
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, Tensor, None, None, None]:
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None
+        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None, None
 
 
 def default_loss_chunks(device_type: str) -> Optional[int]:
@@ -140,11 +143,12 @@ def default_loss_chunks(device_type: str) -> Optional[int]:
     return DEFAULT_LOSS_CHUNKS.get(device_type)
 
 
-def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor,
+def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, scale: float = 1.0,
                          chunks: Optional[int] = None) -> Tensor:
-    """F.cross_entropy(hidden @ weight.T, targets) (mean over rows): hidden (N, C), weight
-    (V, C), targets (N,). Under autocast the matmuls run in its dtype and the softmax in fp32,
-    as `F.cross_entropy(logits.float(), ...)` does.
+    """F.cross_entropy(scale * hidden @ weight.T, targets) (mean over rows): hidden (N, C),
+    weight (V, C), targets (N,), scale the readout's multiplier (1/m_N under mup). Under
+    autocast the matmuls run in its dtype and the softmax (and the scale) in fp32, as
+    `F.cross_entropy(logits.float(), ...)` does.
 
     chunks: 0 computes exactly that, on the whole logits, and autograd keeps them for the
     backward pass; k >= 1 fuses head and loss over k equal pieces of the rows, computing the
@@ -153,20 +157,27 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor,
     if chunks is None:
         chunks = default_loss_chunks(hidden.device.type)
     if chunks == 0:
-        return F.cross_entropy(F.linear(hidden, weight).float(), targets)
+        return F.cross_entropy(scaled(F.linear(hidden, weight).float(), scale), targets)
     rows = _rows_per_chunk(hidden.size(0), weight.size(0), chunks)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, rows)
-    return _chunked_cross_entropy(hidden, weight, targets, rows, with_grads=False)[0]
+        return _LinearCrossEntropy.apply(hidden, weight, targets, scale, rows)
+    return _chunked_cross_entropy(hidden, weight, targets, scale, rows, with_grads=False)[0]
+
+
+def scaled(x: Tensor, multiplier: float) -> Tensor:
+    """x * multiplier; x itself when the multiplier is 1 (sp's path stays bit-identical)."""
+    return x if multiplier == 1.0 else x * multiplier
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal attention: one fused qkv projection, then SDPA (flash on CUDA)."""
+    """Multi-head causal attention: one fused qkv projection, then SDPA (flash on CUDA).
+    `scale` is the softmax scale; None is SDPA's 1/sqrt(head size)."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
+    def __init__(self, n_embd: int, n_head: int, dropout: float, scale: Optional[float] = None) -> None:
         super().__init__()
         self.n_head = n_head
         self.dropout = dropout
+        self.scale = scale
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.out_proj = nn.Linear(n_embd, n_embd, bias=False)
         self.resid_drop = nn.Dropout(dropout)
@@ -179,7 +190,7 @@ class CausalSelfAttention(nn.Module):
             qk = apply_rotary(qk, *rope)  # q and k in one pass
         q, k = qk.unbind(0)
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True, scale=self.scale)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.out_proj(y))
 
@@ -213,23 +224,26 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + r attn(norm(x)), then x + r mlp(norm(x)), with r the
+    residual branch multiplier (1 but under completep)."""
 
     def __init__(self, attn_norm: nn.Module, attn: CausalSelfAttention,
-                 mlp_norm: nn.Module, mlp: nn.Module) -> None:
+                 mlp_norm: nn.Module, mlp: nn.Module, residual: float = 1.0) -> None:
         super().__init__()
         self.attn_norm, self.attn = attn_norm, attn
         self.mlp_norm, self.mlp = mlp_norm, mlp
+        self.residual = residual
 
     def forward(self, x: Tensor, rope: Optional[Rope] = None) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), rope)
-        return x + self.mlp(self.mlp_norm(x))
+        x = x + scaled(self.attn(self.attn_norm(x), rope), self.residual)
+        return x + scaled(self.mlp(self.mlp_norm(x)), self.residual)
 
 
 class CausalLM(nn.Module):
     """What both architectures share: the LM head and loss, sampling, parameter and
-    FLOP counts, and GPT-2 initialization. A subclass defines `tok_emb`, `blocks`,
-    `norm`, `lm_head` and `features(idx)`, the final normalized hidden states."""
+    FLOP counts, and GPT-2 initialization scaled by the parametrization. A subclass defines
+    `tok_emb`, `blocks`, `norm`, `lm_head` and `features(idx)`, the final normalized hidden
+    states; the logits are `logit_multiplier` x lm_head(features)."""
 
     tok_emb: nn.Embedding
     lm_head: nn.Linear
@@ -239,6 +253,7 @@ class CausalLM(nn.Module):
         self.config = config
         # The training loss's `chunks` (linear_cross_entropy): None is the device's default.
         self.loss_chunks: Optional[int] = None
+        self.logit_multiplier = logit_multiplier(config)
 
     def features(self, idx: Tensor) -> Tensor:
         raise NotImplementedError
@@ -256,9 +271,9 @@ class CausalLM(nn.Module):
             raise ValueError(f"sequence length {idx.size(1)} exceeds max_seq_len={self.config.max_seq_len}")
         hidden = self.features(idx)  # (B, T, C)
         if targets is not None and not return_logits:
-            return None, linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight,
-                                              targets.flatten(), chunks=self.loss_chunks)
-        logits = self.lm_head(hidden)  # (B, T, V)
+            return None, linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten(),
+                                              self.logit_multiplier, chunks=self.loss_chunks)
+        logits = scaled(self.lm_head(hidden), self.logit_multiplier)  # (B, T, V)
         if targets is None:
             return logits
         return logits, F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
@@ -266,14 +281,16 @@ class CausalLM(nn.Module):
     def init_weights(self) -> None:
         """GPT-2 init: N(0, 0.02) for Linear and Embedding weights; residual output
         projections N(0, 0.02 / sqrt(2 n_layer)) so the residual stream's variance
-        does not grow with depth. Norm weights keep their ones."""
-        for module in self.modules():
+        does not grow with depth. Norm weights keep their ones. Under mup and completep
+        the matrices inside blocks take their fan-in's share (models.parametrization);
+        the draws come in sp's order, so sp's weights are the same numbers as ever."""
+        for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
-        residual_std = INIT_STD / math.sqrt(2 * self.config.n_layer)
+                std = init_std(self.config, module.weight, is_hidden=name.startswith("blocks."))
+                nn.init.normal_(module.weight, mean=0.0, std=std)
         for name, param in self.named_parameters():
             if name.endswith("out_proj.weight"):
-                nn.init.normal_(param, mean=0.0, std=residual_std)
+                nn.init.normal_(param, mean=0.0, std=residual_init_std(self.config, param))
 
     def tie_weights(self) -> None:
         self.lm_head.weight = self.tok_emb.weight
@@ -293,7 +310,8 @@ class CausalLM(nn.Module):
         the last max_seq_len tokens. Call model.eval() first to disable dropout."""
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.max_seq_len:]
-            logits = self.lm_head(self.features(context)[:, -1]).float() / temperature
+            logits = self.lm_head(self.features(context)[:, -1]).float()
+            logits = scaled(logits, self.logit_multiplier) / temperature
             if top_k is not None:
                 kth_largest = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
                 logits = logits.masked_fill(logits < kth_largest, float("-inf"))

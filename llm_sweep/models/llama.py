@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.models.layers import (Block, CausalLM, CausalSelfAttention, RMSNorm, SwiGLU,
                                      rotary_tables)
+from llm_sweep.models.parametrization import attention_scale, residual_multiplier
 
 ROPE_THETA = 10000.0
 
@@ -37,9 +38,10 @@ class Llama(CausalLM):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             Block(RMSNorm(C, eps),
-                  CausalSelfAttention(C, config.heads, config.dropout),
+                  CausalSelfAttention(C, config.heads, config.dropout, attention_scale(config)),
                   RMSNorm(C, eps),
-                  SwiGLU(C, config.mlp_hidden, config.dropout))
+                  SwiGLU(C, config.mlp_hidden, config.dropout),
+                  residual_multiplier(config))
             for _ in range(config.n_layer))
         self.norm = RMSNorm(C, eps)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)

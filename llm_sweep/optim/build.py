@@ -22,7 +22,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, tokens_per_step: int,
     if cfg.name == "adamw":
         return build_adamw(model, cfg, device_type), OptimizerHook()
     if cfg.name == "sophiag":
-        optimizer = SophiaG(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr,
+        # The parametrization's lr and weight-decay factors hold as for Adam: Sophia's clipped
+        # step is at most lr per coordinate, and its decay is coupled to lr as AdamW's is.
+        # rho and the Hessian floor are not scaled: no published rule (see the coord check).
+        optimizer = SophiaG(weight_decay_groups(model, cfg.weight_decay, lr=cfg.lr), lr=cfg.lr,
                             betas=(cfg.beta1, cfg.beta2), rho=cfg.rho,
                             weight_decay=cfg.weight_decay)
         return optimizer, SophiaHessianHook(optimizer, tokens_per_step, cfg.hessian_interval, seed)

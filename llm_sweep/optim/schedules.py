@@ -22,8 +22,11 @@ def lr_at(progress: float, cfg: ScheduleConfig, lr: float) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's lr: `lr` times the group's `lr_scale` (the parametrization's per-layer
+    factor, models.parametrization; absent under sp and in checkpoints that predate it)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        scale = group.get("lr_scale", 1.0)
+        group["lr"] = lr if scale == 1.0 else lr * scale
 
 
 def _min_lr(cfg: ScheduleConfig, lr: float) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -96,8 +95,10 @@ class SophiaG(torch.optim.Optimizer):
         return loss
 
 
-def sample_next_tokens(hidden: Tensor, weight: Tensor, seeds: Optional[Sequence[int]] = None) -> Tensor:
-    """One token id per row of hidden (N, C), drawn from softmax(hidden @ weight.T).
+def sample_next_tokens(hidden: Tensor, weight: Tensor, seeds: Optional[Sequence[int]] = None,
+                       scale: float = 1.0) -> Tensor:
+    """One token id per row of hidden (N, C), drawn from softmax(scale * hidden @ weight.T):
+    `scale` is the model's logit multiplier (CausalLM.logit_multiplier).
 
     Gumbel-max: argmax(logits - log E), E ~ Exp(1) per logit, is distributed as
     Categorical(softmax(logits)); it needs no normalized probabilities and no host sync, and
@@ -122,6 +123,8 @@ def sample_next_tokens(hidden: Tensor, weight: Tensor, seeds: Optional[Sequence[
         for start in range(first, first + count, step):
             stop = min(start + step, first + count)
             logits = F.linear(hidden[start:stop], weight).float()  # (rows, V)
+            if scale != 1.0:
+                logits.mul_(scale)
             noise = torch.empty_like(logits).exponential_(generator=generator)
             noise.clamp_min_(torch.finfo(torch.float32).tiny)
             labels[start:stop] = logits.sub_(noise.log_()).argmax(dim=-1)
@@ -151,7 +154,8 @@ class SophiaHessianHook(OptimizerHook):
     labels seeded per sequence (`sequence_seeds`), the estimate is the one process's.
 
     The model is a CausalLM (`features`, `lm_head`, `forward(idx, targets,
-    return_logits=False)`) or torch.compile and DDP wrappers of one: the gradient pass goes
+    return_logits=False)`, and `logit_multiplier` where its logits are not plainly
+    lm_head(features)) or torch.compile and DDP wrappers of one: the gradient pass goes
     through the wrappers, as a training micro-batch does.
     """
 
@@ -188,7 +192,8 @@ class SophiaHessianHook(OptimizerHook):
             seeds = sequence_seeds(self.seed, step, first_row, inputs.size(0))
             with torch.no_grad(), autocast():
                 hidden = module.features(inputs).flatten(0, 1)  # (B*T, C)
-                labels = sample_next_tokens(hidden, module.lm_head.weight, seeds).view_as(inputs)
+                labels = sample_next_tokens(hidden, module.lm_head.weight, seeds,
+                                            getattr(module, "logit_multiplier", 1.0)).view_as(inputs)
             del hidden
         with autocast():
             _, loss = model(inputs, labels, return_logits=False)

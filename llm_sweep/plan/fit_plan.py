@@ -2,9 +2,12 @@
 (the fit.json of `python -m llm_sweep.report --fit`), a concrete shape of about that
 size, and where each model preset stands against it.
 
-The optimum comes from Approach 3 (the fitted L(N, D)) when its exponents are
-constrained, else from Approach 2 (the iso-FLOP minima's power laws); the output says
-which, and whether that one is constrained. N counts all parameters, as the fit does.
+The optimum comes from Approach 3 (the fitted L(N, D), by variable projection where the
+fit has it) when its alpha, beta and a are constrained, else from Approach 2 (the
+iso-FLOP minima's power laws) when its a is; the output says which. When neither is, plan
+refuses in one line naming why: an optimum from an exponent the data do not constrain is
+not a plan. A fit.json of an older report (no "constraint_rule") had looser flags: its
+exponents are also held to the current rule's width. N counts all parameters, as the fit does.
 """
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ import numpy as np
 from llm_sweep.core.errors import DataError
 from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.core.size import flops_per_token, param_count
-from llm_sweep.report.fit import outside_factor, surface_optimum
-from llm_sweep.report.fit_laws import FlopsPerToken, LossSurface, PowerLaws
+from llm_sweep.report.fit_laws import Constant, FlopsPerToken, LossSurface, PowerLaws
+from llm_sweep.report.fit_optimum import outside_factor
 from llm_sweep.report.fit_result import FitResult
+from llm_sweep.report.fit_rules import RULE
+from llm_sweep.report.fit_surface import surface_optimum
 from llm_sweep.report.tables import markdown_table, ratio, si
 
 HEAD_DIM = 64  # heads of 64, as the presets and the seed use
@@ -36,32 +41,46 @@ MAX_WIDTH = 8192
 class Law:
     """What plan needs of a fit.json: both approaches and flops per token as c N^k."""
 
-    approach3: LossSurface
+    approach3: LossSurface  # variable projection's, where the fit has it
     approach2: PowerLaws
     per_token: FlopsPerToken
     c_range: tuple[float, float]
 
     def loss(self, n: float, d: float) -> float:
         """Approach 3's L(N, D) = E + A / N^alpha + B / D^beta."""
-        return self.approach3.loss(n, d)
+        return float(self.approach3.loss(n, d))
 
     def uses_approach3(self) -> bool:
-        return bool(self.approach3.alpha.constrained and self.approach3.beta.constrained)
+        three = self.approach3
+        return bool(three.alpha.constrained and three.beta.constrained and three.a.constrained)
 
     def frontier_exponent(self) -> float:
         """a, the exponent of N_opt in C: Approach 3's when it is used, else Approach 2's."""
         a = self.approach3.a if self.uses_approach3() else self.approach2.a
         return math.nan if a.value is None else a.value
 
+    def unconstrained(self) -> str:
+        """Why neither approach gives a constrained optimum ("" when one does)."""
+        if self.uses_approach3() or self.approach2.a.constrained:
+            return ""
+        three, by_reason = self.approach3, {}
+        for name in ("alpha", "beta", "a"):
+            constant = getattr(three, name)
+            if not constant.constrained:
+                by_reason.setdefault(constant.reason or "not constrained", []).append(name)
+        loose = ", ".join(f"{' and '.join(names)} ({reason})" for reason, names in by_reason.items())
+        return f"Approach 3's {loose}; Approach 2's a ({self.approach2.a.reason or 'not constrained'})"
+
     def optimal_params(self, compute: float) -> float:
         """N_opt at this compute: where dL/dN = 0 along C = c N^k D (Approach 3), else
-        Approach 2's N_opt = coefficient x C^a."""
+        Approach 2's N_opt = coefficient x C^a; a DataError when neither is constrained."""
         if self.uses_approach3():
             return float(np.exp(surface_optimum(self.approach3.theta, math.log(compute), self.per_token.ln)))
+        why = self.unconstrained()
+        if why:
+            raise DataError(f"the fit does not constrain the compute exponent plan needs: {why}; "
+                            "the fit's summary.md says what its runs leave open")
         two = self.approach2
-        if two.a.value is None:
-            raise DataError("the fit locates no compute-optimal frontier (Approach 2 has no a, "
-                            "Approach 3's alpha and beta are not constrained)")
         return two.n_opt_coefficient * compute ** two.a.value
 
     def optimal_tokens(self, compute: float, params: float) -> float:
@@ -69,10 +88,22 @@ class Law:
 
     def source(self) -> str:
         if self.uses_approach3():
-            return "Approach 3, the fitted L(N, D); alpha and beta constrained"
-        two = self.approach2
-        state = "constrained" if two.a.constrained and two.b.constrained else "NOT constrained"
-        return f"Approach 2, the iso-FLOP minima (Approach 3 not constrained); a and b {state}"
+            return "Approach 3, the fitted L(N, D); alpha, beta and a constrained"
+        return "Approach 2, the iso-FLOP minima (Approach 3 not constrained); a constrained"
+
+
+def _held_to_rule(constant: Constant, name: str) -> Constant:
+    """An older fit.json's flag, also held to the current rule's width."""
+    if not constant.constrained:
+        return replace(constant, reason=constant.reason or f"95% CI {constant.ci[0]:.3g} to {constant.ci[1]:.3g}"
+                       if None not in constant.ci else "no interval")
+    reason = RULE.judge(name, constant.value, constant.ci)
+    return replace(constant, constrained=not reason, reason=reason)
+
+
+def _older(three: LossSurface, two: PowerLaws) -> tuple[LossSurface, PowerLaws]:
+    rejudged = {name: _held_to_rule(getattr(three, name), name) for name in ("alpha", "beta", "a")}
+    return replace(three, **rejudged), replace(two, a=_held_to_rule(two.a, "a"))
 
 
 def read_fit(path: Path) -> Law:
@@ -86,10 +117,12 @@ def read_fit(path: Path) -> Law:
     except (KeyError, TypeError, ValueError) as exc:
         what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
         raise DataError(f"--fit {path}: not a fit.json of `python -m llm_sweep.report --fit` ({what})") from exc
-    three = result.total.approach3
-    if any(constant.value is None for constant in (three.E, three.A, three.B, three.alpha, three.beta)):
+    three, two = result.total.law, result.total.approach2
+    if not three.fitted:
         raise DataError(f"--fit {path}: Approach 3 has no fitted constants")
-    return Law(three, result.total.approach2, result.total.flops_per_token, result.inputs.c_range)
+    if result.rule is None:
+        three, two = _older(three, two)
+    return Law(three, two, result.total.flops_per_token, result.inputs.c_range)
 
 
 def shapes(base: ModelConfig) -> list[ModelConfig]:
@@ -141,6 +174,8 @@ def compute_at_tokens_per_s(law: Law, tokens_per_s: float, seconds: float) -> fl
     contracts only while N_opt grows slower than the compute it costs (k x a < 1); where it
     does not, no such compute exists and the error says so in one line."""
     c, k = law.per_token.coefficient, law.per_token.exponent
+    if k * law.frontier_exponent() >= 1:
+        _outruns(law)
     ln_scale = math.log(tokens_per_s * seconds * c)
     ln_params = math.log(1e6)  # any start
     for _ in range(200):
@@ -152,9 +187,16 @@ def compute_at_tokens_per_s(law: Law, tokens_per_s: float, seconds: float) -> fl
         if abs(moved - ln_params) < 1e-10:
             return math.exp(ln_scale + k * moved)
         ln_params = moved
+    _outruns(law)
+
+
+def _outruns(law: Law) -> None:
+    """The one-line error for a fit whose N_opt grows as fast as the compute it costs."""
+    k, why = law.per_token.exponent, law.unconstrained()
     raise DataError(f"--tokens-per-s with this fit has no compute-optimal run: N_opt grows as fast as "
                     f"the compute it costs (k x a = {k:.3g} x {law.frontier_exponent():.3g} >= 1, k from "
-                    "flops_per_token, a the fit's compute exponent); give the compute with --flops")
+                    "flops_per_token, a the fit's compute exponent); give the compute with --flops"
+                    + (f" (though this fit constrains no compute exponent: {why})" if why else ""))
 
 
 def _outside(plan: FitPlan) -> str:

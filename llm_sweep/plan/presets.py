@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from llm_sweep.core.config import CONF_DIR
 from llm_sweep.core.errors import ConfigError
-from llm_sweep.core.model_config import ModelConfig, with_vocab_size
+from llm_sweep.core.model_config import ModelConfig, parametrization_label, with_vocab_size
 from llm_sweep.core.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
 from llm_sweep.core.size import flops_per_token, param_count
 from llm_sweep.report.tables import markdown_table, ratio, si
@@ -115,6 +115,7 @@ def format_plan(rows: Sequence[PlanRow], header: str) -> str:
     columns: list[tuple[str, bool, Callable[[PlanRow], str]]] = [  # header, right-aligned, cell
         ("preset", False, lambda r: r.preset.name),
         ("arch", False, lambda r: r.preset.config.arch),
+        ("parametrization", False, lambda r: parametrization_label(r.preset.config)),
         ("n_layer x n_embd", False, lambda r: f"{r.preset.config.n_layer} x {r.preset.config.n_embd}"),
         ("params", True, lambda r: si(r.preset.params)),
         ("non-emb params", True, lambda r: si(r.preset.non_embedding_params)),

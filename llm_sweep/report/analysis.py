@@ -6,8 +6,13 @@ seed are one config; a config scores the mean final val loss of its seeds. Where
 shape or optimizer was run with several configs (say, learning rates), it scores its
 best config, as a sweep would pick it.
 
+Verdicts: each comparison (best wider vs best deeper shape, each wider and deeper shape vs
+the reference shape, the optimizers at each size) is judged over the seeds of its two
+configs on each final metric (llm_sweep.report.verdicts), one value per seed: reruns of
+one seed are averaged, as they are not independent draws.
+
 Noise: the largest max-min spread of final val loss over the seeds of any repeated
-config. A difference no larger than that is reported as within the noise.
+config, the yardstick for how close to the lowest loss another run lies.
 """
 from __future__ import annotations
 
@@ -16,9 +21,16 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Optional, Sequence
 
+from llm_sweep.core.run_record import FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL
 from llm_sweep.report.runs import RunRow
+from llm_sweep.report.tables import si
+from llm_sweep.report.verdicts import Comparison, compare
 
 REFERENCE_PRESET = "noam"  # the seed's baseline shape
+# The final metrics a comparison is judged on; val loss first, the one summary.md quotes.
+METRICS: dict[str, Callable[[RunRow], Optional[float]]] = {
+    FINAL_VAL_LOSS: lambda run: run.val_loss, FINAL_VAL_PPL: lambda run: run.val_ppl,
+    FINAL_VAL_ACC: lambda run: run.val_acc}
 
 
 @dataclass(frozen=True)
@@ -33,16 +45,52 @@ class ConfigResult:
 
     @property
     def loss(self) -> float:
-        return statistics.fmean(run.val_loss for run in self.runs)
+        return statistics.fmean(self.seed_values(FINAL_VAL_LOSS))
 
     @property
     def spread(self) -> float:
         return self.runs[-1].val_loss - self.runs[0].val_loss
 
     @property
+    def n_seeds(self) -> int:
+        return len(self.seed_values(FINAL_VAL_LOSS))
+
+    @property
     def label(self) -> str:
-        seeds = f", mean of {len(self.runs)} seeds" if len(self.runs) > 1 else ""
+        seeds = f", mean of {self.n_seeds} seeds" if self.n_seeds > 1 else ""
         return f"{self.best.name}{seeds}"
+
+    def seed_values(self, metric: str) -> list[float]:
+        """One value of `metric` per seed that logged it: the runs of one seed averaged (a
+        rerun is not a new draw); a run without a seed counts alone."""
+        by_seed: dict[object, list[float]] = defaultdict(list)
+        for run in self.runs:
+            value = METRICS[metric](run)
+            if value is not None:
+                by_seed[run.run_id if run.seed is None else run.seed].append(value)
+        return [statistics.fmean(values) for values in by_seed.values()]
+
+
+@dataclass(frozen=True)
+class Matchup:
+    """Two configs a conclusion compares, judged on each final metric both logged."""
+
+    a: ConfigResult
+    b: ConfigResult
+    comparisons: tuple[Comparison, ...]  # final val loss first
+
+    @property
+    def loss(self) -> Comparison:
+        return self.comparisons[0]
+
+
+def matchup(a_label: str, a: ConfigResult, b_label: str, b: ConfigResult) -> Matchup:
+    comparisons = []
+    for metric in METRICS:
+        a_values, b_values = a.seed_values(metric), b.seed_values(metric)
+        if a_values and b_values:
+            comparisons.append(compare(metric, a_label, a_values, b_label, b_values))
+    return Matchup(a, b, tuple(comparisons))
 
 
 @dataclass(frozen=True)
@@ -67,10 +115,12 @@ class ShapeSeries:
 
 @dataclass(frozen=True)
 class OptimizerScale:
-    """The best config of each optimizer at one model size."""
+    """The best config of each optimizer at one model size, and each pair of them judged
+    (in the order of their names)."""
 
     params: int
     by_optimizer: dict[str, ConfigResult]
+    matchups: tuple[Matchup, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,14 +131,25 @@ class Findings:
     shapes: Optional[ShapeSeries]
     lowest: Optional[RunRow]  # the lowest final val loss, where tokens/param is marked
     optimizers: tuple[OptimizerScale, ...]
+    wider_vs_deeper: Optional[Matchup] = None  # the best wider shape vs the best deeper one
+    against_reference: tuple[Matchup, ...] = ()  # each wider, then each deeper shape vs the reference
+
+    @property
+    def comparisons(self) -> tuple[Comparison, ...]:
+        """Every comparison of the report, in the order summary.md shows them."""
+        matchups = [*([self.wider_vs_deeper] if self.wider_vs_deeper else []), *self.against_reference,
+                    *(m for scale in self.optimizers for m in scale.matchups)]
+        return tuple(c for m in matchups for c in m.comparisons)
 
 
 def analyse(rows: Sequence[RunRow]) -> Findings:
     budget = comparison_budget(rows)
     compared = tuple(row for row in rows if row.finished and row.budget == budget)
     configs = group_configs(compared)
-    return Findings(budget, compared, seed_noise(configs), shape_series(configs),
-                    lowest_loss(compared), tuple(optimizer_scales(configs)))
+    shapes = shape_series(configs)
+    return Findings(budget, compared, seed_noise(configs), shapes, lowest_loss(compared),
+                    tuple(optimizer_scales(configs)), wider_vs_deeper(shapes),
+                    against_reference(shapes))
 
 
 def comparison_budget(rows: Sequence[RunRow]) -> Optional[str]:
@@ -151,20 +212,48 @@ def _by_size(configs: list[ConfigResult]) -> tuple[ConfigResult, ...]:
     return tuple(sorted(configs, key=lambda config: config.best.params))
 
 
+def shape_label(config: ConfigResult, role: str) -> str:
+    run = config.best
+    return f"{run.preset} {run.n_layer}x{run.n_embd} ({role})"
+
+
+def wider_vs_deeper(shapes: Optional[ShapeSeries]) -> Optional[Matchup]:
+    """The best (lowest mean loss) wider shape against the best deeper one."""
+    if shapes is None or not shapes.wider or not shapes.deeper:
+        return None
+    wider = min(shapes.wider, key=lambda config: config.loss)
+    deeper = min(shapes.deeper, key=lambda config: config.loss)
+    return matchup(shape_label(wider, "wider"), wider, shape_label(deeper, "deeper"), deeper)
+
+
+def against_reference(shapes: Optional[ShapeSeries]) -> tuple[Matchup, ...]:
+    """Each wider, then each deeper shape against the reference shape of the same sweep
+    (a config with seeds of its own, unlike a published number)."""
+    if shapes is None:
+        return ()
+    reference = shape_label(shapes.reference, "reference")
+    return tuple(matchup(shape_label(config, role), config, reference, shapes.reference)
+                 for role, series in (("wider", shapes.wider), ("deeper", shapes.deeper))
+                 for config in series)
+
+
 def optimizer_scales(configs: Sequence[ConfigResult]) -> list[OptimizerScale]:
     """Per model size (parameter count), the best config of each optimizer run at it."""
     best = best_by(configs, lambda run: (run.params, run.optimizer))
     scales: dict[int, dict[str, ConfigResult]] = defaultdict(dict)
     for (params, optimizer), config in best.items():
         scales[params][optimizer] = config
-    return [OptimizerScale(params, dict(sorted(scales[params].items()))) for params in sorted(scales)]
+    return [_judged_scale(params, dict(sorted(scales[params].items()))) for params in sorted(scales)]
+
+
+def _judged_scale(params: int, by_optimizer: dict[str, ConfigResult]) -> OptimizerScale:
+    names = list(by_optimizer)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    return OptimizerScale(params, by_optimizer, tuple(
+        matchup(f"{a} ({si(params)} params)", by_optimizer[a], f"{b} ({si(params)} params)", by_optimizer[b])
+        for a, b in pairs))
 
 
 def lowest_loss(rows: Sequence[RunRow]) -> Optional[RunRow]:
     finished = [row for row in rows if row.finished and row.tokens_per_param is not None]
     return min(finished, key=lambda row: row.val_loss) if finished else None
-
-
-def within_noise(difference: float, noise: Optional[Noise]) -> Optional[bool]:
-    """True or False against the measured spread; None when no config was repeated."""
-    return None if noise is None else abs(difference) <= noise.spread

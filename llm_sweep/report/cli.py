@@ -4,23 +4,31 @@
     python -m llm_sweep.report --experiment NAME [--filter "params.optim.name = 'adamw'"]
 
 Writes runs.csv, runs.md, loss_vs_params.png, loss_vs_tokens_per_param.png, curves.png,
-optimizer.png and summary.md to --out; with --parent, also attaches them to the parent
+optimizer.png, comparisons.json and summary.md to --out; with --parent, also attaches them to the parent
 run under `report/`. Selections combine: --parent with --experiment keeps the parent's
 children in those experiments. With --fit, also fits compute-optimal scaling laws
 (Chinchilla's Approaches 2 and 3) to the finished runs: fit.json, isoflop.png,
-frontier.png and a section of summary.md.
+frontier.png and a section of summary.md. With --law FIT.json (the fit.json of an
+iso-FLOP study of the same family), each shape comparison is split into what the change
+in parameters and in tokens explains through the fitted L(N, D) and what is left for
+shape: a section of summary.md, shape_residuals.json, and verdicts in comparisons.json.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from llm_sweep.core import console
 from llm_sweep.core.console import user_errors
 from llm_sweep.core.errors import DataError
-from llm_sweep.report.runs import fetch_runs, open_client
+from llm_sweep.report.runs import RunRow, fetch_runs, open_client
+from llm_sweep.report.shape_summary import load_law, write_shape_effects
+from llm_sweep.report.tables import read_csv
 from llm_sweep.report.write import write_report
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 ARTIFACT_DIR = "report"
 
@@ -31,6 +39,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--experiment", action="append", default=[], metavar="NAME",
                         help="an experiment to read (repeat, or a comma-separated list)")
     parser.add_argument("--parent", metavar="RUN_ID", help="a sweep's parent run: report its children")
+    parser.add_argument("--runs-csv", type=Path, metavar="RUNS.csv",
+                        help="instead of MLflow: the runs.csv of an earlier report (committed results)")
     parser.add_argument("--filter", default="", metavar="FILTER",
                         help="an MLflow search filter, e.g. \"params.optim.name = 'sophiag'\"")
     parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
@@ -38,17 +48,19 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report/)")
     parser.add_argument("--fit", action="store_true",
                         help="also fit compute-optimal scaling laws: fit.json, isoflop.png, frontier.png")
+    parser.add_argument("--law", type=Path, metavar="FIT.json",
+                        help="a fit.json of an iso-FLOP study of the same family: split each shape "
+                             "comparison into parameters, tokens and shape (shape_residuals.json)")
     args = parser.parse_args(argv)
     args.experiment = [name.strip() for given in args.experiment for name in given.split(",") if name.strip()]
-    if not args.experiment and not args.parent:
-        parser.error("select runs with --experiment NAME and/or --parent RUN_ID")
+    if args.runs_csv and (args.experiment or args.parent or args.filter):
+        parser.error("--runs-csv reads its runs from the file: no --experiment, --parent or --filter")
+    if not args.experiment and not args.parent and not args.runs_csv:
+        parser.error("select runs with --experiment NAME and/or --parent RUN_ID, or --runs-csv FILE")
     return args
 
 
-@user_errors
-def main(argv: Optional[list[str]] = None) -> None:
-    console.configure_logging()
-    args = parse_args(argv)
+def _tracked_runs(args: argparse.Namespace) -> tuple["MlflowClient", list[RunRow], str]:
     client, uri = open_client(args.tracking_uri, Path.cwd())
     rows = fetch_runs(client, args.experiment, args.parent, args.filter)
     source = ", ".join([*(f"experiment {name}" for name in args.experiment),
@@ -56,12 +68,26 @@ def main(argv: Optional[list[str]] = None) -> None:
     if not rows:
         raise DataError(f"no training runs in {source} at {uri}"
                         + (f" match {args.filter!r}" if args.filter else ""))
+    return client, rows, source
+
+
+@user_errors
+def main(argv: Optional[list[str]] = None) -> None:
+    console.configure_logging()
+    args = parse_args(argv)
+    law = load_law(args.law) if args.law else None  # a bad file fails before any run is read
+    if args.runs_csv:
+        client, rows, source = None, read_csv(args.runs_csv), str(args.runs_csv)
+    else:
+        client, rows, source = _tracked_runs(args)
     report = write_report(rows, args.out, source)
     written = report.written
     if args.fit:
         from llm_sweep.report.fit_summary import write_fit  # scipy, only when asked for
 
         written += write_fit(rows, args.out, args.out / "summary.md")
+    if law is not None:
+        written += write_shape_effects(report.findings, args.law, law, args.out)
     if args.parent:
         for path in written:  # only this report's files, not whatever else is in --out
             client.log_artifact(args.parent, str(path), artifact_path=ARTIFACT_DIR)

@@ -1,14 +1,15 @@
 """summary.md: what the runs show, with the numbers, and what they are too few or too
-noisy to show."""
+noisy to show. Every comparison ends in a verdict over seeds (llm_sweep.report.verdicts)."""
 from __future__ import annotations
 
 from collections import Counter
 from typing import Mapping, Optional, Sequence
 
 from llm_sweep.core.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
-from llm_sweep.report.analysis import ConfigResult, Findings, Noise, ShapeSeries, within_noise
+from llm_sweep.report.analysis import ConfigResult, Findings, Matchup, Noise
 from llm_sweep.report.runs import RunRow
 from llm_sweep.report.tables import ratio, si
+from llm_sweep.report.verdicts import P_THRESHOLD
 
 
 def _shape(config: ConfigResult) -> str:
@@ -20,45 +21,36 @@ def _result(config: ConfigResult) -> str:
     return f"{_shape(config)}: {config.loss:.4f} ({config.label})"
 
 
-def _verdict(winner: str, difference: float, noise: Optional[Noise]) -> str:
-    """One sentence that claims a winner only when the difference exceeds the seed spread."""
-    verdict = within_noise(difference, noise)
-    if verdict:
-        return (f"The difference, {abs(difference):.4f}, is within the seed-to-seed spread "
-                f"({noise.spread:.4f}): no conclusion.")
-    if verdict is None:
-        return (f"{winner} is lower by {abs(difference):.4f}; the noise is unknown (no repeated "
-                "seeds), so this is not confirmed.")
-    return (f"{winner} is lower by {abs(difference):.4f}, more than the seed-to-seed spread "
-            f"({noise.spread:.4f}).")
-
-
 def _noise_section(noise: Optional[Noise]) -> list[str]:
+    how = (f"Each comparison below is judged over its seeds (95% bootstrap interval of the "
+           f"difference, Welch's t-test, a winner only at p < {P_THRESHOLD:g}); a side with one seed "
+           "gets no verdict. comparisons.json holds them all, on final val loss, ppl and accuracy.")
     if noise is None:
-        return ["No config was run with several seeds, so the run-to-run noise is unknown: "
-                "small differences below are unconfirmed."]
+        return ["No config was run with several seeds, so the run-to-run noise is unknown: no "
+                "comparison below can have a verdict.", how]
     return [f"Seed-to-seed spread: {noise.spread:.4f} (max - min final val loss over "
-            f"{len(noise.config.runs)} seeds of {noise.config.best.name}). Differences no larger "
-            "than this are reported as within the noise."]
+            f"{noise.config.n_seeds} seeds of {noise.config.best.name}).", how]
 
 
-def _shape_section(shapes: Optional[ShapeSeries], noise: Optional[Noise]) -> list[str]:
+def _shape_section(findings: Findings) -> list[str]:
+    shapes = findings.shapes
     if shapes is None:
         return ["No finished runs: nothing to compare."]
-    ref = shapes.reference
-    lines = [f"Reference shape: {_result(ref)}. Wider = same n_layer, larger n_embd; deeper = "
-             f"same n_embd, more layers; other shapes ({len(shapes.other)}) are plotted only."]
+    lines = [f"Reference shape: {_result(shapes.reference)}. Wider = same n_layer, larger n_embd; "
+             f"deeper = same n_embd, more layers; other shapes ({len(shapes.other)}) are plotted only."]
     for name, series in (("wider", shapes.wider), ("deeper", shapes.deeper)):
         if len(series) == 1:
             lines.append(f"Only one {name} shape besides the reference: a single point, not a trend.")
-    if not shapes.wider or not shapes.deeper:
+    best = findings.wider_vs_deeper
+    if best is None:
         missing = " and ".join(n for n, s in (("wider", shapes.wider), ("deeper", shapes.deeper)) if not s)
-        return lines + [f"Too few runs to compare shapes: no {missing} shape was run."]
-    wider = min(shapes.wider, key=lambda c: c.loss)
-    deeper = min(shapes.deeper, key=lambda c: c.loss)
-    difference = deeper.loss - wider.loss
-    lines += [f"- best wider: {_result(wider)}", f"- best deeper: {_result(deeper)}",
-              _verdict("Wider" if difference > 0 else "Deeper", difference, noise)]
+        lines.append(f"Too few runs to compare shapes: no {missing} shape was run.")
+    else:
+        lines += [f"- best wider: {_result(best.a)}", f"- best deeper: {_result(best.b)}",
+                  f"Best wider vs best deeper: {best.loss.verdict}"]
+    if findings.against_reference:
+        lines += ["Each shape against the reference:", *(f"- {m.loss.a} {m.a.loss:.4f} ({m.a.label}): "
+                                                         f"{m.loss.verdict}" for m in findings.against_reference)]
     return lines
 
 
@@ -69,7 +61,8 @@ def _tokens_section(findings: Findings) -> list[str]:
     lines = [f"Lowest final val loss {best.val_loss:.4f} ({best.name}, {si(best.params)} params) at "
              f"{ratio(best.tokens_per_param)} tokens/param and {ratio(best.tokens_per_non_embedding_param)}"
              f" tokens/non-embedding param (Chinchilla ~{CHINCHILLA_TOKENS_PER_PARAM:.0f}, "
-             f"seed run ~{SEED_TOKENS_PER_PARAM:.0f})."]
+             f"seed run ~{SEED_TOKENS_PER_PARAM:.0f}: published numbers without seeds, for "
+             "orientation, no verdict)."]
     explored = {row.tokens_per_param for row in runs}
     if len(explored) < 3:
         return lines + [f"Too few tokens/param values ({len(explored)}) to locate a minimum."]
@@ -87,6 +80,10 @@ def _tokens_section(findings: Findings) -> list[str]:
     return lines
 
 
+def _verdict(m: Matchup) -> str:
+    return f"  {m.loss.a} vs {m.loss.b}: {m.loss.verdict}"
+
+
 def _optimizer_section(findings: Findings) -> list[str]:
     compared = [scale for scale in findings.optimizers if len(scale.by_optimizer) > 1]
     if not compared:
@@ -94,10 +91,9 @@ def _optimizer_section(findings: Findings) -> list[str]:
     lines = []
     for scale in compared:
         ranked = sorted(scale.by_optimizer.items(), key=lambda item: item[1].loss)
-        (winner, best), (_, second) = ranked[0], ranked[1]
         lines += [f"- {si(scale.params)} params: " + "; ".join(
                       f"{name} {config.loss:.4f} ({config.label})" for name, config in ranked),
-                  "  " + _verdict(winner, second.loss - best.loss, findings.noise)]
+                  *(_verdict(m) for m in scale.matchups)]
     single = [f"{si(s.params)} ({', '.join(s.by_optimizer)})" for s in findings.optimizers
               if len(s.by_optimizer) == 1]
     if single:
@@ -115,7 +111,7 @@ def summary_markdown(rows: Sequence[RunRow], findings: Findings, source: str,
              + (f"; {others} finished run(s) at other budgets are in runs.csv only." if others else "."),
              "", "## Noise", *_noise_section(findings.noise),
              "", "## Shape: wider vs deeper (final val loss)",
-             *_shape_section(findings.shapes, findings.noise),
+             *_shape_section(findings),
              "", "## Tokens per parameter", *_tokens_section(findings),
              "", "## Optimizers (final val loss, best config per size)", *_optimizer_section(findings)]
     if skipped:

@@ -1,12 +1,91 @@
 """The whole scaling-law fit, as fit.json holds it: what went in (runs, compute groups,
-noise, the seed run), both approaches with N = all and N = non-embedding parameters, and
-the learning-rate grids. to_json() is fit.json's content; from_json() reads it back."""
+noise, the seed run), the rule its "constrained" flags follow, both approaches (Approach 3
+by two searches) with N = all and N = non-embedding parameters, how the approaches
+compare, and the learning-rate grids. to_json() is fit.json's content; from_json() reads
+it back (a fit.json of an older report too: its newer keys take their defaults)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
-from llm_sweep.report.fit_laws import Json, ScalingFit
+from llm_sweep.report.fit_laws import (Estimate, FlopsPerToken, Json, LossSurface, PowerLaws,
+                                       read_estimate)
+from llm_sweep.report.fit_rules import ConstraintRule
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Approach 2 against Approach 3 (variable projection) at one compute (the largest
+    budget's): tokens per parameter and the exponent a from each, whether their intervals
+    are disjoint, and which of the parabola's assumptions fail in these runs (fit_compare.py):
+    "grid width", "off-centre grid", "alpha != beta". `parabola_bias`: per budget, the
+    parabola's tokens per parameter on the fitted law's own iso-FLOP curve at the sizes
+    run, over the law's optimum, minus 1 (None where the budget locates no minimum); the
+    same with the sizes centred on the law's optimum (`_centred`: what alpha != beta
+    leaves) and pulled halfway towards it (`_narrow`: what the inner half of the width leaves)."""
+
+    compute: float
+    tokens_per_param_2: Estimate
+    tokens_per_param_3: Estimate
+    a_2: Estimate
+    a_3: Estimate
+    disagree: Optional[bool]  # None: an interval is missing
+    alpha_minus_beta: Estimate
+    causes: tuple[str, ...]
+    parabola_bias: tuple[Optional[float], ...]
+    parabola_bias_centred: tuple[Optional[float], ...]
+    parabola_bias_narrow: tuple[Optional[float], ...]
+
+    def to_json(self) -> Json:
+        return {"C": self.compute, **self.tokens_per_param_2.to_json("approach2_tokens_per_param"),
+                **self.tokens_per_param_3.to_json("approach3_tokens_per_param"),
+                **self.a_2.to_json("approach2_a"), **self.a_3.to_json("approach3_a"), "disagree": self.disagree,
+                **self.alpha_minus_beta.to_json("alpha_minus_beta"), "causes": list(self.causes),
+                "parabola_bias": list(self.parabola_bias), "parabola_bias_centred": list(self.parabola_bias_centred),
+                "parabola_bias_narrow": list(self.parabola_bias_narrow)}
+
+    @classmethod
+    def from_json(cls, block: Json) -> Comparison:
+        return cls(block["C"], read_estimate(block, "approach2_tokens_per_param"),
+                   read_estimate(block, "approach3_tokens_per_param"), read_estimate(block, "approach2_a"),
+                   read_estimate(block, "approach3_a"), block["disagree"], read_estimate(block, "alpha_minus_beta"),
+                   tuple(block["causes"]), tuple(block["parabola_bias"]), tuple(block["parabola_bias_centred"]),
+                   tuple(block["parabola_bias_narrow"]))
+
+
+@dataclass(frozen=True)
+class ScalingFit:
+    """Both approaches, with N one count of parameters (all, or non-embedding): Approach 3
+    as Chinchilla searched for it (L-BFGS, fit.json's "approach3") and by variable
+    projection ("approach3_varpro"; None in a fit.json of an older report)."""
+
+    approach2: PowerLaws
+    approach3: LossSurface
+    flops_per_token: FlopsPerToken
+    approach3_varpro: Optional[LossSurface] = None
+    comparison: Optional[Comparison] = None
+
+    @property
+    def law(self) -> LossSurface:
+        """The L(N, D) to use: variable projection's, where the fit has one."""
+        return self.approach3_varpro or self.approach3
+
+    def to_json(self) -> Json:
+        extra: Json = {}
+        if self.approach3_varpro is not None:
+            extra["approach3_varpro"] = self.approach3_varpro.to_json()
+        if self.comparison is not None:
+            extra["comparison"] = self.comparison.to_json()
+        return {"approach2": self.approach2.to_json(), "approach3": self.approach3.to_json(),
+                "flops_per_token": self.flops_per_token.to_json(), **extra}
+
+    @classmethod
+    def from_json(cls, block: Json) -> ScalingFit:
+        varpro, comparison = block.get("approach3_varpro"), block.get("comparison")
+        return cls(PowerLaws.from_json(block["approach2"]), LossSurface.from_json(block["approach3"]),
+                   FlopsPerToken.from_json(block["flops_per_token"]),
+                   None if varpro is None else LossSurface.from_json(varpro),
+                   None if comparison is None else Comparison.from_json(comparison))
 
 
 @dataclass(frozen=True)
@@ -16,14 +95,19 @@ class Noise:
     repeated_configs: int
     max_spread: Optional[float]
     pooled_sd: Optional[float]
+    # The sd of the configs' mean losses around the fitted L(N, D) (variable projection, N =
+    # all parameters), its five constants' degrees of freedom taken off: the scatter the
+    # fit's intervals rest on, beside the seed noise (None in an older fit.json).
+    scatter: Optional[float] = None
 
     def to_json(self) -> Json:
         return {"repeated_configs": self.repeated_configs, "max_spread": self.max_spread,
-                "pooled_sd": self.pooled_sd}
+                "pooled_sd": self.pooled_sd, "scatter_around_law": self.scatter}
 
     @classmethod
     def from_json(cls, block: Json) -> Noise:
-        return cls(block["repeated_configs"], block["max_spread"], block["pooled_sd"])
+        return cls(block["repeated_configs"], block["max_spread"], block["pooled_sd"],
+                   block.get("scatter_around_law"))
 
 
 @dataclass(frozen=True)
@@ -103,7 +187,9 @@ class LrGrid:
 
 @dataclass(frozen=True)
 class FitResult:
-    """fit.json: `total` (N = all parameters) is its top level, beside the inputs."""
+    """fit.json: `total` (N = all parameters) is its top level, beside the inputs.
+    `rule` is None only for a fit.json of an older report, whose flags followed an older
+    rule (an interval narrower than its value)."""
 
     n_runs: int
     noise: Noise
@@ -111,15 +197,18 @@ class FitResult:
     total: ScalingFit
     non_embedding: ScalingFit
     lr_grid: Optional[tuple[LrGrid, ...]] = None  # set by report --fit; absent from fit.json when None
+    rule: Optional[ConstraintRule] = None
 
     def to_json(self) -> Json:
         grids = {} if self.lr_grid is None else {"lr_grid": [grid.to_json() for grid in self.lr_grid]}
+        rule = {} if self.rule is None else {"constraint_rule": self.rule.to_json()}
         return {"n_runs": self.n_runs, "noise": self.noise.to_json(), "inputs": self.inputs.to_json(),
-                **self.total.to_json(), "non_embedding": self.non_embedding.to_json(), **grids}
+                **self.total.to_json(), "non_embedding": self.non_embedding.to_json(), **grids, **rule}
 
     @classmethod
     def from_json(cls, block: Json) -> FitResult:
-        grids = block.get("lr_grid")
+        grids, rule = block.get("lr_grid"), block.get("constraint_rule")
         return cls(block["n_runs"], Noise.from_json(block["noise"]), FitInputs.from_json(block["inputs"]),
                    ScalingFit.from_json(block), ScalingFit.from_json(block["non_embedding"]),
-                   None if grids is None else tuple(LrGrid.from_json(grid) for grid in grids))
+                   None if grids is None else tuple(LrGrid.from_json(grid) for grid in grids),
+                   None if rule is None else ConstraintRule.from_json(rule))

@@ -1,6 +1,7 @@
 """The scaling-law fit's files: fit.json, isoflop.png, frontier.png, and summary.md's
 section (the compute-optimal tokens per parameter with its interval, where the data
-constrain it, and what they leave open)."""
+constrain it, the rule that decides that, what the data leave open, and how the two
+approaches compare)."""
 from __future__ import annotations
 
 import json
@@ -13,115 +14,100 @@ import numpy as np
 
 from llm_sweep.core.references import (CHINCHILLA_TOKENS_PER_PARAM, SEED_NON_EMBEDDING_PARAMS,
                                        SEED_TOKENS, SEED_TOKENS_PER_PARAM)
-from llm_sweep.report.fit import collect, fit_scaling, points_from_runs
-from llm_sweep.report.fit_laws import (Bounds, IsoflopMinimum, LossSurface, Optimum, PowerLaws,
-                                       ScalingFit)
+from llm_sweep.report.fit import fit_scaling
+from llm_sweep.report.fit_data import collect, points_from_runs
+from llm_sweep.report.fit_explain import ci, comparison, constants, exponents, number, search
+from llm_sweep.report.fit_laws import IsoflopMinimum, Optimum
 from llm_sweep.report.fit_plots import plot_frontier, plot_isoflop
-from llm_sweep.report.fit_result import FitResult, LrGrid
+from llm_sweep.report.fit_result import FitResult, LrGrid, ScalingFit
+from llm_sweep.report.fit_rules import FAR, RULE
 from llm_sweep.report.runs import RunRow
 from llm_sweep.report.tables import ratio, si
 
-FAR = 10.0  # beyond this factor outside the fitted budgets, an optimum is not quoted
 TOTAL = {"seed": SEED_TOKENS_PER_PARAM, "Chinchilla": CHINCHILLA_TOKENS_PER_PARAM}
 NON_EMBEDDING = {"seed": SEED_TOKENS / SEED_NON_EMBEDDING_PARAMS}
 
 
-def _number(value: float) -> str:
-    return ratio(value) if abs(value) < 1e6 else f"{value:.3g}"
-
-
-def _ci(ci: Bounds) -> str:
-    return "no interval" if None in ci else f"95% CI {_number(ci[0])} to {_number(ci[1])}"
-
-
-def _optimum(at: Optimum, references: dict[str, float], unsure: str = "") -> str:
-    """Tokens per parameter at one compute, against the references, or why it is not quoted
-    (`unsure`: which constant it rests on is not constrained)."""
-    if unsure:
-        return f"not quoted: {unsure} not constrained"
+def _optimum(at: Optimum, references: dict[str, float]) -> str:
+    """Tokens per parameter at one compute, against the references, or why it is not quoted."""
+    if not at.constrained:
+        return f"not constrained: {at.reason} ({ci(at.tokens_per_param.ci)})"
     if at.outside_range_factor > FAR:
         return f"not quoted: {at.outside_range_factor:.0f}x outside the fitted budgets"
-    ratio_ci = at.tokens_per_param.ci
-    if not at.tokens_per_param.narrow:
-        return f"not constrained ({_ci(ratio_ci)})"
-    lo, hi = ratio_ci
+    lo, hi = at.tokens_per_param.ci
     inside = [f"{name} ~{value:.0f} {'inside' if lo <= value <= hi else 'outside'}"
               for name, value in references.items()]
-    return (f"{ratio(at.tokens_per_param.value)} ({_ci(ratio_ci)}; N {si(at.n_opt.value)}, "
+    return (f"{ratio(at.tokens_per_param.value)} ({ci(at.tokens_per_param.ci)}; N {si(at.n_opt.value)}, "
             f"D {si(at.d_opt)}; {', '.join(inside)})")
 
 
 def _where(at: Optimum) -> str:
     place = f"{at.label}, C = {at.compute:.3g} FLOPs"
     if at.extrapolation:
-        place += f" (extrapolation, {at.outside_range_factor:.1f}x outside the budgets)"
+        place += f" (extrapolation, {at.outside_range_factor:.3g}x outside the budgets)"
     return place
 
 
-def _unsure(fit: ScalingFit) -> tuple[str, str]:
-    """Why each approach's optimum is not to be quoted: an unconstrained exponent."""
-    two, three = fit.approach2, fit.approach3
-    return (" and ".join(name for name, value in (("a", two.a), ("b", two.b)) if not value.constrained),
-            " and ".join(name for name, value in (("alpha", three.alpha), ("beta", three.beta))
-                         if not value.constrained))
-
-
 def _optima_table(fit: ScalingFit) -> list[str]:
-    two, three = fit.approach2.at_compute, fit.approach3.at_compute
-    unsure2, unsure3 = _unsure(fit)
-    lines = ["| compute | Approach 2 (iso-FLOP minima) | Approach 3 (fitted L(N, D)) |", "| --- | --- | --- |"]
+    two, three = fit.approach2.at_compute, fit.law.at_compute
+    lines = ["| compute | Approach 2 (iso-FLOP minima) | Approach 3 (fitted L(N, D), variable projection) |",
+             "| --- | --- | --- |"]
     for i, at in enumerate(three):
-        lines.append(f"| {_where(at)} | {_optimum(two[i], TOTAL, unsure2) if two else 'no frontier fit'} | "
-                     f"{_optimum(at, TOTAL, unsure3)} |")
+        lines.append(f"| {_where(at)} | {_optimum(two[i], TOTAL) if two else 'no frontier fit'} | "
+                     f"{_optimum(at, TOTAL)} |")
     return lines
 
 
 def _budget_interval(b: IsoflopMinimum) -> str:
-    """A budget's tokens/param interval and where ~6 and ~20 fall; flagged when it is wider
-    than the value (then it does not constrain the ratio)."""
-    ci = b.tokens_per_param.ci
-    if b.n_opt.value is None or None in ci:
+    """A budget's tokens/param interval and where ~6 and ~20 fall; flagged when it is not
+    constrained (and why)."""
+    bounds = b.tokens_per_param.ci
+    if b.n_opt.value is None or None in bounds:
         return "-"
-    lo, hi = ci
+    lo, hi = bounds
     places = ", ".join(f"~{value:.0f} {'inside' if lo <= value <= hi else 'below it' if value < lo else 'above it'}"
                        for value in TOTAL.values())
-    wide = "" if b.tokens_per_param.narrow else "; wider than the value: not constrained"
-    return f"{_number(lo)} to {_number(hi)} ({places}{wide})"
+    loose = f"; not constrained: {b.tokens_per_param_reason}" if b.tokens_per_param_reason else ""
+    return f"{number(lo)} to {number(hi)} ({places}{loose})"
 
 
-def _budget_table(minima: Sequence[IsoflopMinimum]) -> list[str]:
+def _budget_table(minima: Sequence[IsoflopMinimum], resamples: int) -> list[str]:
     lines = ["| C (FLOPs) | runs | N_opt | D_opt | tokens/param | its 95% CI (seed ~6, Chinchilla ~20) "
-             "| min loss | minimum |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| min loss | vertex among the sizes (0 to 1) | refits without a minimum inside | minimum |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for b in minima:
         cells = ["-"] * 5 if b.n_opt.value is None else [
             si(b.n_opt.value), si(b.d_opt), ratio(b.tokens_per_param.value), _budget_interval(b),
             "-" if b.loss_min is None else f"{b.loss_min:.4f}"]
+        place = "-" if b.position is None else f"{b.position:.2f}"
         located = "located" if b.located else f"not located: {b.reason}"
-        lines.append("| " + " | ".join([f"{b.compute:.3g}", str(b.runs), *cells, located]) + " |")
+        lines.append("| " + " | ".join([f"{b.compute:.3g}", str(b.runs), *cells, place,
+                                        f"{b.bootstrap_failed} of {resamples}", located]) + " |")
     return lines
 
 
-def _exponents(two: PowerLaws) -> str:
-    if two.a.value is None:
-        return (f"Only {two.fitted_budgets} budget(s) locate a minimum: no frontier fit "
-                "(N_opt ∝ C^a needs two or more).")
-    parts = []
-    for key, what, exponent in (("a", "N_opt ∝ C^a", two.a), ("b", "D_opt ∝ C^b", two.b)):
-        parts.append(f"{what}: {key} = {exponent.value:.3f} ({_ci(exponent.ci)})" if exponent.constrained
-                     else f"{what}: {key} not constrained ({_ci(exponent.ci)})")
-    failed = f"; {two.bootstrap_failed:.0%} of the bootstrap refits failed" if two.bootstrap_failed else ""
-    return "; ".join(parts) + f", from {two.fitted_budgets} located minima{failed}."
+def _non_embedding(fit: FitResult) -> list[str]:
+    non_emb, resamples = fit.non_embedding, fit.inputs.bootstrap_resamples
+    return [
+        "- Approach 2: " + exponents(non_emb.approach2, resamples),
+        *(["- Approach 3 (variable projection): " + constants(non_emb.approach3_varpro) + " "
+            + search(non_emb.approach3_varpro, resamples)] if non_emb.approach3_varpro is not None else []),
+        "- Approach 3 (L-BFGS): " + constants(non_emb.approach3) + " " + search(non_emb.approach3, resamples),
+        *(f"- tokens per non-embedding parameter (Approach 3), {_where(at)}: {_optimum(at, NON_EMBEDDING)}"
+          for at in non_emb.law.at_compute),
+        f"(The seed's run saw {NON_EMBEDDING['seed']:.1f} tokens per non-embedding parameter; "
+        "Chinchilla's ~20 counts all parameters, so it is not compared here.)",
+    ]
 
 
-def _constants(three: LossSurface) -> str:
-    parts = []
-    for name, constant in (("E", three.E), ("A", three.A), ("B", three.B), ("alpha", three.alpha),
-                           ("beta", three.beta), ("a", three.a)):
-        text = (f"{constant.value:.4g} ({_ci(constant.ci)})" if constant.constrained
-                else f"not constrained ({_ci(constant.ci)})")
-        parts.append(f"{name} {text}")
-    return "; ".join(parts) + "."
+def _approach3(fit: ScalingFit, resamples: int) -> list[str]:
+    how = "Variable projection" if fit.approach3_varpro is not None else "L-BFGS (an older report's only search)"
+    lines = [f"{how} (the law used above and by `plan --fit`): " + constants(fit.law), "",
+             search(fit.law, resamples), ""]
+    if fit.approach3_varpro is not None:
+        lines += ["L-BFGS on all five parameters, as Chinchilla fitted it: " + constants(fit.approach3), "",
+                  search(fit.approach3, resamples), ""]
+    return lines
 
 
 def lr_grid(rows: Sequence[RunRow]) -> list[LrGrid]:
@@ -156,7 +142,7 @@ def _lr_lines(grids: Sequence[LrGrid]) -> list[str]:
 
 def fit_section(fit: FitResult) -> str:
     """Markdown for summary.md; every number with its interval or the reason it is withheld."""
-    inputs, noise = fit.inputs, fit.noise
+    inputs, noise, resamples = fit.inputs, fit.noise, fit.inputs.bootstrap_resamples
     grouping = (f"{inputs.groups_from_compute} of them formed by rounding spent compute to the "
                 "nearest quarter decade (no budget.flops)" if inputs.groups_from_compute else
                 "each a budget.flops value")
@@ -166,7 +152,12 @@ def fit_section(fit: FitResult) -> str:
                   if noise.repeated_configs else
                   "No config was run with several seeds: the intervals rest on the scatter between "
                   "sizes alone.")
-    non_emb = fit.non_embedding
+    if noise.scatter is not None:
+        times = f" ({noise.scatter / noise.pooled_sd:.1f}x the seed noise)" if noise.pooled_sd else ""
+        noise_text += (f" The configs scatter around the fitted L(N, D) by sd {noise.scatter:.4f}{times}: "
+                       "the intervals below rest on that scatter.")
+    rule = (fit.rule.text() if fit.rule else "These flags follow an older rule (an interval narrower than "
+            "its value). The current rule: " + RULE.text())
     lines = [
         "## Scaling laws (Chinchilla Approaches 2 and 3)", "",
         f"{fit.n_runs} finished runs, {inputs.configs} configs in {inputs.groups} compute budgets "
@@ -174,24 +165,22 @@ def fit_section(fit: FitResult) -> str:
         + (f"; left out: {skipped}" if skipped else "")
         + (f"; {inputs.configs_not_best} config(s) not the best at their size and budget"
            if inputs.configs_not_best else "") + ".",
-        noise_text, "",
-        f"Compute-optimal tokens per parameter (N = all parameters; {inputs.bootstrap_resamples} "
-        "bootstrap resamples):", "", *_optima_table(fit.total), "",
+        noise_text, "", rule, f"Optima more than {FAR:g}x outside the fitted budgets are not quoted.", "",
+        f"Compute-optimal tokens per parameter (N = all parameters; {resamples} bootstrap resamples):", "",
+        *_optima_table(fit.total), "",
+        "### Approach 2 against Approach 3", "", *comparison(fit.total), "",
         "### Approach 2: minima of the iso-FLOP curves (isoflop.png, frontier.png)", "",
-        *_budget_table(fit.total.approach2.minima), "", _exponents(fit.total.approach2), "",
-        "### Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "", _constants(fit.total.approach3), "",
-        "### With N = non-embedding parameters", "",
-        "- Approach 2: " + _exponents(non_emb.approach2),
-        "- Approach 3: " + _constants(non_emb.approach3),
-        *(f"- tokens per non-embedding parameter (Approach 3), {_where(at)}: "
-          f"{_optimum(at, NON_EMBEDDING, _unsure(non_emb)[1])}" for at in non_emb.approach3.at_compute),
-        f"(The seed's run saw {NON_EMBEDDING['seed']:.1f} tokens per non-embedding parameter; "
-        "Chinchilla's ~20 counts all parameters, so it is not compared here.)",
+        *_budget_table(fit.total.approach2.minima, resamples), "", exponents(fit.total.approach2, resamples), "",
+        "### Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "", *_approach3(fit.total, resamples),
+        "### With N = non-embedding parameters", "", *_non_embedding(fit),
         "", "### Learning rates", "", *_lr_lines(fit.lr_grid or ()),
         "", "Compute is flops_per_token x tokens (6 N plus attention, as MFU counts it). These are "
             "iso-FLOP views: how well each shape learns from a given compute, not how fast it runs.",
     ]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text + "\n"
 
 
 def write_fit(rows: Sequence[RunRow], out_dir: Path, summary: Path) -> tuple[Path, ...]:

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
+from llm_sweep.core.budget import Budget
+from llm_sweep.core.errors import DataError
+
 if TYPE_CHECKING:  # rows come from MLflow; the bench formats its tables without it
     from llm_sweep.report.runs import RunRow
 
@@ -57,6 +60,7 @@ COLUMNS = (
     Column("val loss", "val_loss", lambda r: r.val_loss, fixed(4)),
     Column("val ppl", "val_ppl", lambda r: r.val_ppl, fixed(2)),
     Column("val acc", "val_acc", lambda r: r.val_acc, fixed(4)),
+    Column("FLOPs", "flops", lambda r: r.flops, lambda v: f"{v:.3g}"),
     Column("status", "status", lambda r: r.status),
     Column("experiment", "experiment", lambda r: r.experiment),
     Column("run id", "run_id", lambda r: r.run_id),
@@ -75,6 +79,33 @@ def write_csv(rows: Sequence[RunRow], path: Path) -> None:
         writer.writerow([column.key for column in COLUMNS])
         for row in sorted_rows(rows):
             writer.writerow(["" if (v := column.value(row)) is None else v for column in COLUMNS])
+
+
+# The columns a run's config is made of: runs equal in all of them are seeds of one config.
+CONFIG_COLUMNS = ("model", "arch", "n_layer", "n_embd", "n_head", "optimizer", "lr", "budget")
+
+
+def read_csv(path: Path) -> list[RunRow]:
+    """The runs of a runs.csv this report wrote (committed results refit without their
+    MLflow store): every column back to its field; `flops` (spent compute) is required."""
+    from llm_sweep.report.runs import RunRow  # the row type at run time; MLflow for it too
+
+    with open(path, newline="") as f:
+        records = list(csv.DictReader(f))
+    missing = [key for key in (*CONFIG_COLUMNS, "flops", "params", "seed", "run_id") if records
+               and key not in records[0]]
+    if not records or missing:
+        raise DataError(f"{path}: not a runs.csv of report" + (f" (no {', '.join(missing)} column)"
+                                                              if missing else " (no runs)"))
+    number = lambda value, kind=float: kind(value) if value != "" else None
+    return [RunRow(r["run_id"], r["run"], r["experiment"], r["status"], r["model"], r["arch"], int(r["n_layer"]),
+                   int(r["n_embd"]), int(r["n_head"]), int(r["params"]), int(r["non_embedding_params"]),
+                   r["optimizer"], float(r["lr"]), r["budget"], number(r["seed"], int),
+                   tokens=number(r["tokens"]), tokens_per_param=number(r["tokens_per_param"]),
+                   tokens_per_s=number(r["tokens_per_s"]), mfu=number(r["mfu"]), val_loss=number(r["val_loss"]),
+                   val_ppl=number(r["val_ppl"]), val_acc=number(r["val_acc"]),
+                   flops_budget=Budget.flops_in_label(r["budget"]), flops=number(r["flops"]),
+                   config_key=tuple((key, r[key]) for key in CONFIG_COLUMNS)) for r in records]
 
 
 def _cell(column: Column, row: RunRow) -> str:

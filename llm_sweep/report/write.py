@@ -1,6 +1,7 @@
 """All report files for a set of runs, written into one folder."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -48,6 +49,9 @@ def write_report(rows: Sequence[RunRow], out_dir: Path, source: str) -> Report:
         else:
             (out_dir / name).unlink(missing_ok=True)  # not a stale figure from an earlier report
             skipped[name] = SKIP_REASONS[name]
+    comparisons = out_dir / "comparisons.json"
+    comparisons.write_text(json.dumps([c.record() for c in findings.comparisons], indent=1,
+                                      allow_nan=False) + "\n")
     summary = out_dir / "summary.md"
     summary.write_text(summary_markdown(rows, findings, source, skipped))
-    return Report(findings, (*written, summary), skipped)
+    return Report(findings, (*written, comparisons, summary), skipped)

@@ -12,6 +12,7 @@ from typing import Optional
 
 from llm_sweep.core.budget import Budget
 from llm_sweep.core.config import RunConfig
+from llm_sweep.core.model_config import parametrization_label
 from llm_sweep.core.size import flops_per_token, param_count
 from llm_sweep.plan.presets import DEFAULT_MFU, DEFAULT_PEAK_FLOPS
 from llm_sweep.training.metrics import tokens_per_s_at_mfu
@@ -51,6 +52,7 @@ class JobCost:
     seconds: float  # training time at the expected throughput (evaluation and compile not counted)
     devices: int
     binding: str  # the budget that ends the job: steps | tokens | flops | time
+    parametrization: str = "sp"  # model.parametrization with its base shape (core.model_config)
 
     @property
     def tokens_per_param(self) -> float:
@@ -69,4 +71,5 @@ def job_cost(run: RunConfig, rate: Throughput, devices: int = 1) -> JobCost:
     steps = Budget(run.budget, per_token).steps_allowed(per_step, tokens_per_s)
     binding = min(steps, key=steps.__getitem__)
     tokens = steps[binding] * per_step
-    return JobCost(param_count(run.model), tokens, tokens * per_token, tokens / tokens_per_s, devices, binding)
+    return JobCost(param_count(run.model), tokens, tokens * per_token, tokens / tokens_per_s, devices, binding,
+                   parametrization_label(run.model))

@@ -9,7 +9,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from llm_sweep.report.tables import markdown_table, ratio, si
 from llm_sweep.sweeping.preview import PlannedJob, SweepPreview, job_line, launcher_kind
 
-COLUMNS = ("#", "overrides", "params", "tokens", "FLOPs", "tokens/param", "binding budget", "time", "GPU-h")
+COLUMNS = ("#", "overrides", "parametrization", "params", "tokens", "FLOPs", "tokens/param", "binding budget",
+           "time", "GPU-h")
 
 
 def duration(seconds: float) -> str:
@@ -38,11 +39,11 @@ def cost_table(jobs: List[PlannedJob]) -> str:
     for job in jobs:
         varying = " ".join(o for o in job.overrides if o not in shared)
         c = job.cost
-        cells = ([si(c.params), si(c.tokens), f"{c.flops:.3g}", ratio(c.tokens_per_param), c.binding,
-                  duration(c.seconds), f"{c.gpu_hours:.3g}"] if c is not None
-                 else [f"fails: {job.error}".replace("|", "/"), *[""] * 6])
+        cells = ([c.parametrization, si(c.params), si(c.tokens), f"{c.flops:.3g}", ratio(c.tokens_per_param),
+                  c.binding, duration(c.seconds), f"{c.gpu_hours:.3g}"] if c is not None
+                 else [f"fails: {job.error}".replace("|", "/"), *[""] * 7])
         rows.append([str(job.num), varying or "-", *cells])
-    return markdown_table(COLUMNS, rows, [True, False, True, True, True, True, False, True, True])
+    return markdown_table(COLUMNS, rows, [True, False, False, True, True, True, True, False, True, True])
 
 
 def describe_jobs(preview: SweepPreview) -> str:

@@ -20,3 +20,10 @@ python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=2.5e12 +shape=2x6
 python -m llm_sweep --multirun +sweep=isoflop_cpu budget.flops=6.25e12 +shape=2x64,2x128 seed=1,2
 python -m llm_sweep.report --experiment isoflop_cpu --fit --out report/isoflop
 python -m llm_sweep.plan --fit report/isoflop/fit.json --flops 1e13 --tokenizer bytes --seq-len 128
+# the committed files, refit from the committed runs.csv (no MLflow store needed; its flops
+# column is each run's logged final/flops, flops_per_token x tokens)
+python -m llm_sweep.report --runs-csv docs/results/isoflop/runs.csv --fit --out docs/results/isoflop
+# what a study of this law would pin, and the check of the designer on this study
+python -m llm_sweep.design --law docs/results/isoflop/fit.json --runs docs/results/isoflop/runs.csv --noise scatter
+python -m llm_sweep.design --law docs/results/isoflop/fit.json --budgets 1e12,4e12,1.6e13 --shapes 7 --span 8 \
+    --noise 0.013 --flops-per-s 1.5e10 --processes 2

@@ -1,0 +1,1 @@
+"""Designing a scaling-law study: simulate it through the project's own fit before running it."""

@@ -1,0 +1,169 @@
+"""What a scaling-law fit is fitted to: finished runs as points, one point per config,
+grouped into compute budgets, and the bootstrap's resamples of them.
+
+Points. Runs equal in every result-deciding param but the seed are one config: its point
+is the mean final val loss of its seeds, and the seeds' spread is the noise. Runs are
+grouped into compute budgets by `budget.flops` when set; other runs by their spent
+compute rounded to the nearest quarter decade (a factor of ~1.8), the budget's C then
+being their geometric mean. Runs that logged no compute are left out.
+
+Order. The points are sorted before anything else happens (configs by budget and size,
+seeds by loss), so the fit and every resample of the bootstrap depend on the runs alone,
+never on the order a store returned them in.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Hashable, Optional, Sequence
+
+import numpy as np
+
+from llm_sweep.core.errors import DataError
+from llm_sweep.report.fit_result import Noise
+from llm_sweep.report.runs import RunRow
+
+BINS_PER_DECADE = 4
+MIN_SHAPES = 3  # a parabola needs three sizes
+MIN_BUDGETS = 2  # a line needs two budgets
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    """One finished run: sizes, tokens, compute spent, final val loss."""
+
+    params: float
+    non_embedding_params: float
+    tokens: float
+    compute: float
+    loss: float
+    budget: Optional[float]  # the FLOP budget it was given, if any
+    config: Hashable  # equal for runs that differ only in seed
+
+
+@dataclass(frozen=True)
+class ComputeGroup:
+    """The configs run at one compute: one budget.flops, or spent compute in one bin."""
+
+    compute: float
+    members: np.ndarray  # indices of its configs, by model size
+
+
+@dataclass(frozen=True)
+class Data:
+    """One point per config, grouped by compute."""
+
+    params: np.ndarray
+    non_embedding_params: np.ndarray
+    tokens: np.ndarray
+    compute: np.ndarray
+    seed_losses: tuple[np.ndarray, ...]  # each sorted
+    budgets: tuple[ComputeGroup, ...]  # by compute
+    n_runs: int
+    binned: int  # budgets formed by rounding compute, not by budget.flops
+    not_best: int  # configs left out: another config of the same size and budget did better
+
+    @property
+    def loss(self) -> np.ndarray:
+        return np.array([losses.mean() for losses in self.seed_losses])
+
+
+def points_from_runs(rows: Sequence[RunRow]) -> tuple[list[RunPoint], dict[str, int]]:
+    """The runs a fit can use, and how many of the others were left out and why. A rerun of
+    a config with the same seed is not another sample of the noise: only its first counts."""
+    points, skipped, seen = [], defaultdict(int), set()
+    for row in rows:
+        if not row.finished:
+            skipped["not finished"] += 1
+        elif row.tokens is None or row.flops is None:
+            skipped["no tokens or compute logged"] += 1
+        elif (row.config_key, row.seed) in seen:
+            skipped["reruns of a config with the same seed"] += 1
+        else:
+            seen.add((row.config_key, row.seed))
+            points.append(RunPoint(row.params, row.non_embedding_params, row.tokens, row.flops,
+                                   row.val_loss, row.flops_budget, row.config_key))
+    return points, dict(skipped)
+
+
+def _order(point: RunPoint) -> tuple:
+    """A total order of points that ignores where they came from (repr: configs of any type)."""
+    return (point.budget or 0.0, point.params, point.non_embedding_params, point.tokens, point.compute,
+            repr(point.config), point.loss)
+
+
+def _budget_key(seeds: list[RunPoint]) -> Hashable:
+    given = seeds[0].budget
+    if given:
+        return given
+    return "binned", round(np.log10(np.mean([p.compute for p in seeds])) * BINS_PER_DECADE)
+
+
+def collect(points: Sequence[RunPoint]) -> Data:
+    """One point per config; per budget and model size, only the config with the lowest
+    mean loss (the learning rate or optimizer a sweep would pick)."""
+    configs: dict[Hashable, list[RunPoint]] = defaultdict(list)
+    for point in sorted(points, key=_order):
+        configs[point.config].append(point)
+    best: dict[tuple, list[RunPoint]] = {}
+    for seeds in configs.values():
+        key = (_budget_key(seeds), seeds[0].params)
+        if key not in best or np.mean([p.loss for p in seeds]) < np.mean([p.loss for p in best[key]]):
+            best[key] = seeds
+    mean_compute = lambda seeds: np.mean([p.compute for p in seeds])
+    keys = sorted(best, key=lambda key: (mean_compute(best[key]), key[1]))
+    runs = [best[key] for key in keys]
+    mean = lambda name: np.array([np.mean([getattr(p, name) for p in seeds]) for seeds in runs])
+    compute = mean("compute")
+    groups: dict[Hashable, list[int]] = defaultdict(list)
+    for i, (budget, _) in enumerate(keys):
+        groups[budget].append(i)
+    budgets = tuple(sorted((ComputeGroup(float(np.exp(np.log(compute[members]).mean()))
+                                         if isinstance(key, tuple) else float(key), np.array(members))
+                            for key, members in groups.items()), key=lambda group: group.compute))
+    return Data(mean("params"), mean("non_embedding_params"), mean("tokens"), compute,
+                tuple(np.sort([p.loss for p in seeds]) for seeds in runs), budgets, len(points),
+                sum(isinstance(key, tuple) for key in groups), len(configs) - len(runs))
+
+
+def check_enough(data: Data) -> None:
+    fittable = [b for b in data.budgets if len(np.unique(data.params[b.members])) >= MIN_SHAPES]
+    if len(fittable) < MIN_BUDGETS:
+        raise DataError(
+            f"too few runs for a scaling-law fit: {len(data.seed_losses)} configs in "
+            f"{len(data.budgets)} compute budget(s), {len(fittable)} with {MIN_SHAPES}+ model sizes; "
+            f"the fit needs {MIN_BUDGETS}+ budgets with {MIN_SHAPES}+ sizes each")
+
+
+def noise(data: Data) -> Noise:
+    repeated = [losses for losses in data.seed_losses if len(losses) > 1]
+    if not repeated:
+        return Noise(0, None, None)
+    dof = sum(len(losses) - 1 for losses in repeated)
+    pooled = np.sqrt(sum(((losses - losses.mean()) ** 2).sum() for losses in repeated) / dof)
+    return Noise(len(repeated), float(max(np.ptp(x) for x in repeated)), float(pooled))
+
+
+@dataclass(frozen=True)
+class Resample:
+    """One bootstrap draw: configs drawn with replacement within each budget (`index`,
+    grouped budget by budget as `data.budgets` lists them), each scored by its seeds drawn
+    with replacement (`loss`)."""
+
+    index: np.ndarray
+    loss: np.ndarray
+
+    def by_budget(self, data: Data) -> list[tuple[np.ndarray, np.ndarray]]:
+        cuts = np.cumsum([len(b.members) for b in data.budgets])[:-1]
+        return list(zip(np.split(self.index, cuts), np.split(self.loss, cuts)))
+
+
+def bootstrap_draws(data: Data, count: int, seed: int) -> list[Resample]:
+    """`count` resamples, the same for the same data and seed."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(count):
+        index = np.concatenate([rng.choice(b.members, len(b.members)) for b in data.budgets])
+        losses = np.array([rng.choice(data.seed_losses[i], len(data.seed_losses[i])).mean() for i in index])
+        draws.append(Resample(index, losses))
+    return draws

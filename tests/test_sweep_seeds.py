@@ -1,0 +1,124 @@
+"""`sweep.seeds=N` through the real command line: the dry run lists and counts the seeded
+jobs, a real sweep runs them at their seeds, and every misuse is one `error:` line naming
+the key, with exit code 2."""
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import TINY, run_app
+from llm_sweep.core.config import SweepConfig
+from llm_sweep.core.errors import ConfigError
+from llm_sweep.core.rules import check
+from llm_sweep.sweeping.seeds import seed_range
+
+DRY = "sweep.dry_run=true tracking=none"
+# (what the user types, what the error line must say after "error: sweep.seeds")
+REFUSED = [
+    ("--multirun sweep.seeds=0", "=0 is not allowed: must be >= 1"),
+    ("sweep.seeds=2", "=2 repeats the jobs of a sweep: add --multirun"),
+    ("--multirun seed=1,2 sweep.seeds=2", "=2 sweeps seed, and the sweep already does (seed=1,2)"),
+    ("--multirun +sweep=width_vs_depth_cpu +hydra.sweeper.params.seed=\"1,2\" sweep.seeds=2",
+     "=2 sweeps seed, and the sweep already does (seed=1,2)"),
+    ("--multirun hydra/sweeper=optuna sweep.seeds=2", "=2 needs Hydra's basic sweeper, not "),
+    ("--multirun +sweep=lr_search_cpu sweep.seeds=3", "=3 needs Hydra's basic sweeper, not "),
+    ("--multirun sweep.seeds=2,3", " takes one number >= 1, not a sweep (sweep.seeds=2,3)"),
+]
+LISTED = [
+    "--multirun model.n_embd=64,128 sweep.seeds=3",
+    "--multirun model.n_embd=64,128 sweep.seeds=1",
+    "--multirun model.n_embd=64,128",
+    "--multirun +sweep=width_vs_depth_cpu seed=7 sweep.seeds=2",
+]
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory) -> dict[str, Any]:
+    """Every dry run and refusal run once, two at a time: {typed: completed process}."""
+    root = tmp_path_factory.mktemp("seeds")
+    typed = LISTED + [case for case, _ in REFUSED]
+
+    def run(index: int) -> Any:
+        cwd = root / str(index)
+        cwd.mkdir()
+        return run_app([*typed[index].split(), *DRY.split(), "hydra.sweep.dir=sweep"], cwd=cwd, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(typed, pool.map(run, range(len(typed)))))
+
+
+def job_lines(stdout: str) -> list[str]:
+    return re.findall(r"^#\d+ : .*$", stdout, flags=re.M)
+
+
+@pytest.mark.slow
+def test_the_dry_run_lists_every_combination_at_every_seed_seed_outermost(cli):
+    result = cli[LISTED[0]]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "6 job(s):" in result.stdout and "Total: 6 job(s)" in result.stdout
+    assert job_lines(result.stdout) == [
+        f"#{2 * i + j} : seed={seed} model.n_embd={width} tracking=none"
+        for i, seed in enumerate((1337, 1338, 1339)) for j, width in enumerate((64, 128))]
+
+
+@pytest.mark.slow
+def test_one_seed_is_the_sweep_as_it_was(cli):
+    once, plain = cli[LISTED[1]], cli[LISTED[2]]
+    assert once.returncode == plain.returncode == 0
+    assert job_lines(plain.stdout) == ["#0 : model.n_embd=64 tracking=none",
+                                       "#1 : model.n_embd=128 tracking=none"]
+    assert job_lines(once.stdout) == [line.replace("tracking=none", "sweep.seeds=1 tracking=none")
+                                      for line in job_lines(plain.stdout)]
+
+
+@pytest.mark.slow
+def test_a_named_sweep_repeats_its_grid_from_the_given_base_seed(cli):
+    result = cli[LISTED[3]]
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = job_lines(result.stdout)
+    assert len(lines) == 12 and "Total: 12 job(s)" in result.stdout  # 3 depths x 2 widths x 2 seeds
+    assert all(" seed=7 " in line for line in lines[:6]) and all(" seed=8 " in line for line in lines[6:])
+    assert [line.split(" seed=")[1].split(" ", 1)[1] for line in lines[:6]] == \
+           [line.split(" seed=")[1].split(" ", 1)[1] for line in lines[6:]]  # the same grid twice
+    assert all(line.count("seed=") == 1 for line in lines)  # the base seed=7 is not a second override
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("typed, says", REFUSED, ids=[typed for typed, _ in REFUSED])
+def test_misuse_is_one_line_naming_the_key_with_exit_code_2(cli, typed, says):
+    result = cli[typed]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "Dry run" not in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith("error: sweep.seeds" + says)
+
+
+@pytest.mark.slow
+def test_a_real_sweep_runs_each_job_at_its_seed(tmp_path):
+    result = run_app(["--multirun", *TINY, "budget.steps=2", "sweep.seeds=2", "hydra.sweep.dir=sweep"],
+                     cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [tmp_path / "sweep" / str(num) for num in (0, 1)]
+    assert [OmegaConf.load(job / ".hydra" / "config.yaml").seed for job in jobs] == [1337, 1338]
+    overrides = [list(OmegaConf.load(job / ".hydra" / "overrides.yaml")) for job in jobs]
+    assert [o[0] for o in overrides] == ["seed=1337", "seed=1338"]
+    assert not any("sweep.seeds" in x for o in overrides for x in o)  # each job is one seed
+    assert "2/2 jobs finished" in result.stdout
+
+
+def test_the_seeds_run_from_the_base_within_the_seed_rule():
+    assert seed_range(1337, 3) == [1337, 1338, 1339]
+    assert seed_range(2**32 - 2, 2) == [2**32 - 2, 2**32 - 1]
+    with pytest.raises(ConfigError, match=r"^sweep\.seeds=3 from seed=4294967294 would run seed=4294967296"):
+        seed_range(2**32 - 2, 3)
+    with pytest.raises(ConfigError, match=r"^seed=-1 is not allowed: must be >= 0"):
+        seed_range(-1, 2)
+
+
+def test_the_key_is_declared_with_its_rule():
+    assert SweepConfig().seeds == 1
+    with pytest.raises(ConfigError, match=r"^sweep\.seeds=0 is not allowed: must be >= 1$"):
+        check(SweepConfig(seeds=0), "sweep.")
