@@ -86,3 +86,14 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.slow)
+
+
+class StopAt:
+    """A sink that interrupts training once a step is reached (a crash or a kill)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        if step >= self.step:
+            raise KeyboardInterrupt

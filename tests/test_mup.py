@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from conftest import TINY
+from conftest import TINY, StopAt
 from llm_sweep.core.config import CONF_DIR, load_config, register_configs
 from llm_sweep.core.errors import ConfigError
 from llm_sweep.core.model_config import ModelConfig
@@ -220,17 +220,6 @@ def tiny_run(*overrides: str):
 
 COMPLETEP = ["model.parametrization=completep", "model.base_width=32", "model.base_depth=1", "model.n_layer=2",
              "model.n_head=1", "budget.steps=4", "checkpoint.interval=2"]
-
-
-class StopAt:
-    """A sink that interrupts training once a step is reached (a crash or a kill)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def log_metrics(self, metrics: dict, step: int) -> None:
-        if step >= self.step:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.slow

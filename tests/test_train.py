@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import TINY
+from conftest import TINY, StopAt
 from llm_sweep.core.config import CONF_DIR, RunConfig, load_config, register_configs
 from llm_sweep.core.errors import DataError, TrainingDiverged
 from llm_sweep.training.checkpoint import list_checkpoints
@@ -31,17 +31,6 @@ def records(run_dir: Path) -> list[dict]:
 
 def train_losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in records(run_dir) if "train/loss" in r}
-
-
-class StopAt:
-    """A sink that interrupts training once a step is reached (a crash or a kill)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def log_metrics(self, metrics: dict, step: int) -> None:
-        if step >= self.step:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.slow
