@@ -48,7 +48,8 @@ def _steps_logged(job_dir: Path) -> int:
 def test_preempted_job_checkpoints_requeues_and_matches_an_uninterrupted_run(tmp_path):
     sweep = tmp_path / "sweep"
     # Two identical trainings (the run name differs only): job 1 is preempted, job 0 is not.
-    args = ["--multirun", "hydra/launcher=slurm_cpu", *TINY, "budget.steps=40",
+    # 150 steps: the signal sent at step 8 reaches a job still training on a loaded machine.
+    args = ["--multirun", "hydra/launcher=slurm_cpu", *TINY, "budget.steps=150",
             "batch.micro_batch_size=16", "batch.seq_len=64", "tracking.log_interval=1",
             "tracking.run_name=whole,preempted", f"hydra.sweep.dir={sweep}"]
     sweep_process = subprocess.Popen(
@@ -70,7 +71,7 @@ def test_preempted_job_checkpoints_requeues_and_matches_an_uninterrupted_run(tmp
     log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*_1/*.err"))
     assert "Requeued" in log or "requeue" in log.lower(), log[-3000:]
     whole, preempted = (json.loads((sweep / n / "summary.json").read_text()) for n in ("0", "1"))
-    assert preempted["steps"] == whole["steps"] == 40
+    assert preempted["steps"] == whole["steps"] == 150
     assert preempted["val_loss"] == whole["val_loss"]
     losses = [{r["step"]: r["train/loss"] for r in map(json.loads, (sweep / n / "metrics.jsonl")
                                                         .read_text().splitlines()) if "train/loss" in r}

@@ -8,10 +8,13 @@ a continued study never overwrite earlier ones.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import optuna
 from hydra.core.utils import JobReturn
@@ -42,23 +45,57 @@ def run_async(trials: StudyTrials, jobs: SubmititJobs, n_jobs: int, to_run: int,
     returns: Dict[int, JobReturn] = {}
     launched = 0
     try:
-        while True:
-            while (len(running) < n_jobs and launched < to_run and not past(deadline)
-                   and not trials.failures.exceeded(min_finished=min(n_jobs, to_run))):
-                launched += 1
-                start(trials, jobs, running)
-            if not running:
-                break
-            for number in jobs.wait_any({n: r.job for n, r in running.items()}):
-                entry = running.pop(number)
-                returns[number] = jobs.result(entry.job)
-                trials.record(entry.trial, returns[number])
+        with ctrl_c_raised_between_steps() as check_interrupt:
+            while True:
+                while (len(running) < n_jobs and launched < to_run and not past(deadline)
+                       and not trials.failures.exceeded(min_finished=min(n_jobs, to_run))):
+                    launched += 1
+                    start(trials, jobs, running)
+                    check_interrupt()
+                if not running:
+                    break
+                for number in jobs.wait_any({n: r.job for n, r in running.items()}, check_interrupt):
+                    entry = running.pop(number)
+                    returns[number] = jobs.result(entry.job)
+                    trials.record(entry.trial, returns[number])
     except BaseException as error:
         abandon(trials, jobs, running, error)
         raise
     if launched < to_run and past(deadline):
         log.info("Timeout: %d of %d trials started before the sweep's time ran out", launched, to_run)
     return [returns[n] for n in sorted(returns)]
+
+
+@contextlib.contextmanager
+def ctrl_c_raised_between_steps() -> Iterator[Callable[[], None]]:
+    """Ctrl-C as a flag that the loop turns into KeyboardInterrupt between its steps.
+
+    Python's own KeyboardInterrupt is raised wherever the main thread happens to be, and
+    one raised inside a finalizer (a database connection being collected, say) is printed
+    and dropped: the sweep would go on as if never interrupted. Here the signal only sets
+    a flag, read after each submission and at each poll of the jobs; a second Ctrl-C
+    raises at once. Outside the main thread (no signal handlers there) nothing changes.
+    """
+    flag = threading.Event()
+
+    def check() -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield check
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def start(trials: StudyTrials, jobs: SubmititJobs, running: Dict[int, Running]) -> None:

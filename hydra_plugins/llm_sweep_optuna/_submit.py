@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import submitit
 from hydra.core.singleton import Singleton
@@ -77,9 +77,11 @@ class SubmititJobs:
         return self.executor.submit(self.launcher, list(overrides), "hydra.sweep.dir", job_num,
                                     f"job_id_for_{job_num}", Singleton.get_state())
 
-    def wait_any(self, jobs: Dict[int, Any]) -> list[int]:
-        """Block until at least one of `jobs` (handles by key) has ended; returns their keys."""
+    def wait_any(self, jobs: Dict[int, Any], check_interrupt: Callable[[], None]) -> list[int]:
+        """Block until at least one of `jobs` (handles by key) has ended; returns their keys.
+        `check_interrupt` runs at each poll (it raises to stop waiting)."""
         while True:
+            check_interrupt()
             ended = [key for key, job in jobs.items() if job.done()]
             if ended:
                 return ended

@@ -16,17 +16,25 @@ USER_ERROR_EXIT_CODE = 2  # as argparse uses for bad arguments
 F = TypeVar("F", bound=Callable)
 
 
+def _write(stream, text: str) -> None:
+    """One write call per line, flushed: the processes of a multi-process run share one
+    terminal or log, and a line written in two pieces (as `print` writes text and newline)
+    interleaves with the same line from another rank."""
+    stream.write(text)
+    stream.flush()
+
+
 def show(text: str, end: str = "\n") -> None:
     """A result or a status line (a summary block, a table, "wrote ...") on stdout."""
-    print(text, end=end, flush=True)
+    _write(sys.stdout, f"{text}{end}")
 
 
 def warn(text: str) -> None:
-    print(f"warning: {text}", file=sys.stderr, flush=True)
+    _write(sys.stderr, f"warning: {text}\n")
 
 
 def error(text: object) -> None:
-    print(f"error: {text}", file=sys.stderr, flush=True)
+    _write(sys.stderr, f"error: {text}\n")
 
 
 def exit_with_error(exc: BaseException | str) -> NoReturn:
