@@ -173,7 +173,7 @@ step train 110 "$PY" -m llm_sweep "${TRAIN[@]}" data=shakespeare tracking=none b
 step bench_chunks 110 "$PY" -m llm_sweep.bench --multirun "${BENCH[@]}" tracking=none \
   loss_chunks=0,25 "bench.modes=[$FAST]" hydra.sweep.dir="$RUNS/bench_chunks"
 step cuda_tests 45 "$PY" -m pytest -q -rA -p no:cacheprovider -p no:logging --continue-on-collection-errors \
-  -k cuda tests/test_bench.py tests/test_models.py tests/test_optim.py tests/test_data.py \
+  -k cuda tests/test_bench.py tests/test_models.py tests/test_optim.py tests/test_data.py tests/test_mup.py \
   tests/test_hardware.py
 step bench_sophia 25 "${bench[@]}" optim=sophiag "${SOPHIA[@]}" "bench.modes=[$REF]" \
   hydra.run.dir="$RUNS/bench_sophia"

@@ -44,6 +44,11 @@ CASES = {
                              "budget.flops=1.2e9", "batch.grad_accum=3"],
     "adamw_time": ["optim=adamw", "budget.steps=null", "budget.time=2s", "batch.grad_accum=2"],
     "compiled": ["optim=adamw", "budget.steps=4", "batch.grad_accum=2", "compile=true"],
+    # every parametrization: per-group learning rates and multipliers on every rank
+    "mup_sophiag": ["optim=sophiag", "optim.hessian_interval=2", "model.parametrization=mup",
+                    "model.base_width=32", "budget.steps=6", "batch.grad_accum=2"],
+    "completep_adamw": ["optim=adamw", "model.parametrization=completep", "model.base_width=32",
+                        "model.base_depth=1", "model.n_layer=2", "budget.steps=6", "batch.grad_accum=1"],
 }
 RESUMED = ["optim=adamw", "schedule=cosine", "budget.steps=8", "batch.grad_accum=2"]
 PREEMPT_AT = 3

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from conftest import TINY, run_app
+from hydra_plugins.llm_sweep_optuna._async import ctrl_c_raised_between_steps
 from hydra_plugins.llm_sweep_optuna._trials import FailureCount
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
 from hydra_plugins.llm_sweep_optuna.pruning import (PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, TRIAL_ENV,
@@ -252,6 +253,22 @@ def both_trials_running(folder: Path) -> bool:
     except Exception:  # the study is still being created
         return False
     return states == [TrialState.RUNNING] * 2
+
+
+def test_ctrl_c_is_a_flag_the_loop_raises_and_a_second_one_raises_at_once():
+    """Ctrl-C during the async loop is never dropped where it lands (a finalizer drops an
+    exception): the loop's next check raises it; a second Ctrl-C raises immediately."""
+    before = signal.getsignal(signal.SIGINT)
+    with ctrl_c_raised_between_steps() as check_interrupt:
+        check_interrupt()  # nothing pending
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs: it only sets the flag
+        with pytest.raises(KeyboardInterrupt):
+            check_interrupt()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 @pytest.mark.slow

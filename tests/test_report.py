@@ -33,6 +33,9 @@ class Spec:
     seed: int = 1
     budget: str = "60s"
     status: str = "FINISHED"
+    lr: float = 1e-3
+    parametrization: str = "sp"
+    base_width: int | None = None
 
     @property
     def params(self) -> int:
@@ -69,7 +72,8 @@ def log_run(client: MlflowClient, experiment_id: str, parent_id: str, spec: Spec
     params = {
         "model.name": "custom", "model.arch": "llama", "model.n_layer": spec.n_layer,
         "model.n_head": "None", "model.n_embd": spec.n_embd, "model.head_dim": HEAD_DIM,
-        "optim.name": spec.optimizer, "optim.lr": 1e-3, "batch.micro_batch_size": 8,
+        "optim.name": spec.optimizer, "optim.lr": spec.lr, "batch.micro_batch_size": 8,
+        "model.parametrization": spec.parametrization, "model.base_width": spec.base_width,
         "batch.grad_accum": 1, "batch.seq_len": 128, "budget.time": spec.budget,
         "budget.steps": "None", "budget.tokens": "None", "seed": spec.seed, "data.name": "shakespeare",
         "model.params": spec.params, "model.non_embedding_params": spec.non_embedding_params,
@@ -183,6 +187,10 @@ def test_shape_conclusion_follows_the_data(store):
     assert "best deeper: custom 6x64" in summary and "2.8500" in summary
     assert "Best wider vs best deeper: one seed: no verdict" in summary  # one seed each
     assert "Reference shape: custom 2x64" in summary and "mean of 3 seeds" in summary
+    # Every shape ran lr 1e-3 in sp: the seed's case, said to be unfair.
+    assert ("Learning rates: every shape ran one learning rate, 0.001, in the standard "
+            "parametrization (sp)") in summary and "not fair" in summary
+    assert "lr_transfer.json" not in summary and not (store.out / "lr_transfer.json").exists()
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import optuna
@@ -26,6 +27,9 @@ def test_every_named_sweep_composes_with_its_search_space(name):
     scale = "cpu" if name.endswith("_cpu") else "gpu"
     if name == "isoflop_gpu":  # small models on data=english: its own batch (tests/test_gpu_isoflop.py)
         assert cfg.data.name == "english" and cfg.batch.seq_len == 512
+        return
+    if name == "isoflop_mup_cpu":  # the clean CPU study: data=english, so no run repeats data
+        assert cfg.data.name == "english" and cfg.model.parametrization == "mup"
         return
     assert (cfg.data.name == "shakespeare") == (scale == "cpu")
     assert (cfg.batch.micro_batch_size, cfg.batch.grad_accum, cfg.batch.seq_len) == (
@@ -73,6 +77,37 @@ def test_the_cpu_iso_flop_sweep_sees_its_corpus_at_most_four_times():
     assert epochs <= 4
 
 
+SHAPE_SWEEPS = ("width_vs_depth", "width_vs_depth_cpu", "isoflop", "isoflop_cpu")
+
+
+def grid_jobs(params) -> list[list[str]]:
+    """The overrides of every job of a basic sweeper's grid."""
+    axes = [[f"{key}={value.strip()}" for value in str(values).split(",")] for key, values in params.items()]
+    return [list(job) for job in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("name", SHAPE_SWEEPS)
+def test_every_shape_sweep_documents_one_transferred_lr_that_every_job_takes(name):
+    """The sweep file's fair variant (a parametrization that transfers one tuned lr) composes
+    for every job of its grid: the +shape presets' own lrs give way to the one given."""
+    from llm_sweep.core.config import load_config
+
+    prefix = f"#   python -m llm_sweep --multirun +sweep={name} model.parametrization="
+    [line] = [line for line in (SWEEPS_DIR / f"{name}.yaml").read_text().splitlines() if line.startswith(prefix)]
+    transfer = line.split(f"+sweep={name} ")[1].split()
+    lr = float(next(o for o in transfer if o.startswith("optim.lr=")).split("=")[1])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        params = compose(config_name="config", overrides=[f"+sweep={name}"], return_hydra_config=True
+                         ).hydra.sweeper.params
+        runs = [load_config(compose(config_name="config", overrides=[f"+sweep={name}", *job, *transfer]))
+                for job in grid_jobs(params)]
+    assert len(runs) >= 5 and len({(run.model.n_layer, run.model.n_embd) for run in runs}) >= 5
+    assert {run.model.parametrization for run in runs} == {"completep"}
+    assert {run.optim.lr for run in runs} == {lr}
+    # Both width and depth vary, so the depth transfer is needed: completep, not mup.
+    assert len({run.model.n_layer for run in runs}) > 1 and len({run.model.n_embd for run in runs}) > 1
+
+
 @pytest.mark.slow
 def test_optuna_sweep_of_the_app_continues_its_study(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
@@ -108,3 +143,31 @@ def test_a_two_by_two_grid_runs_four_jobs_as_four_mlflow_children(tmp_path):
     assert {(r.data.params["model.n_embd"], r.data.params["optim.lr"]) for r in children} == {
         ("64", "0.001"), ("64", "0.003"), ("128", "0.001"), ("128", "0.003")}
     assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_the_clean_cpu_study_is_one_family_one_lr_and_repeats_no_data():
+    """sweeps/isoflop_mup_cpu.yaml's three commands: 7 widths per budget at fixed depth and
+    heads, one muP lr, every run under one pass over data=english (tests/test_english_corpus)."""
+    from llm_sweep.core.config import load_config
+    from llm_sweep.core.size import flops_per_token
+    from test_english_corpus import TRAIN_BYTES
+
+    name = "isoflop_mup_cpu"
+    prefix = f"#   python -m llm_sweep --multirun +sweep={name}"
+    commands = [line[len(prefix):].split() for line in (SWEEPS_DIR / f"{name}.yaml").read_text().splitlines()
+                if line.startswith(prefix)]
+    runs = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        for extra in commands:
+            params = compose(config_name="config", overrides=[f"+sweep={name}"],
+                             return_hydra_config=True).hydra.sweeper.params
+            params = {**params, **dict(o.split("=", 1) for o in extra)}  # the command's own grid
+            runs += [load_config(compose(config_name="config", overrides=[f"+sweep={name}", *job]))
+                     for job in grid_jobs(params)]
+    budgets = sorted({run.budget.flops for run in runs})
+    assert len(commands) == 3 and budgets == [1e12, 4e12, 1.6e13] and len(runs) == 21
+    assert {(run.model.n_layer, run.model.n_head, run.model.parametrization, run.optim.lr, run.seed)
+            for run in runs} == {(2, 2, "mup", 2e-3, 1337)}
+    for run in runs:
+        tokens = run.budget.flops / flops_per_token(run.model, run.batch.seq_len)
+        assert tokens < TRAIN_BYTES, (run.budget.flops, run.model.n_embd, tokens)

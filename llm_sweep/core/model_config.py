@@ -10,7 +10,7 @@ proxy shape the hyperparameters were tuned at; at that shape both reduce to `sp`
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Any, Optional
 
 from llm_sweep.core.rules import rule
 
@@ -91,8 +91,9 @@ class ModelConfig:
         return -(-hidden // self.multiple_of) * self.multiple_of
 
 
-def parametrization_label(m: ModelConfig) -> str:
-    """`sp`, `mup (base width 256)`, `completep (base 2 x 256)`: what plan and reports show."""
+def parametrization_label(m: ModelConfig | Any) -> str:
+    """`sp`, `mup (base width 256)`, `completep (base 2 x 256)`: what plan and reports show,
+    of a model config or of anything with its three fields (a report's run row)."""
     if m.parametrization == "mup":
         return f"mup (base width {m.base_width})"
     if m.parametrization == "completep":

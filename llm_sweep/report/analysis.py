@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Optional, Sequence
 
 from llm_sweep.core.run_record import FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL
+from llm_sweep.report.learning_rates import (LrCurve, LrFairness, Transfer, lr_curves, lr_fairness,
+                                             transfers)
 from llm_sweep.report.runs import RunRow
 from llm_sweep.report.tables import si
 from llm_sweep.report.verdicts import Comparison, compare
@@ -133,6 +135,9 @@ class Findings:
     optimizers: tuple[OptimizerScale, ...]
     wider_vs_deeper: Optional[Matchup] = None  # the best wider shape vs the best deeper one
     against_reference: tuple[Matchup, ...] = ()  # each wider, then each deeper shape vs the reference
+    shape_lrs: Optional[LrFairness] = None  # how the compared shapes' learning rates were set
+    lr_curves: tuple[LrCurve, ...] = ()  # each shape run at several learning rates
+    lr_transfers: tuple[Transfer, ...] = ()  # their optima across widths and depths
 
     @property
     def comparisons(self) -> tuple[Comparison, ...]:
@@ -147,9 +152,11 @@ def analyse(rows: Sequence[RunRow]) -> Findings:
     compared = tuple(row for row in rows if row.finished and row.budget == budget)
     configs = group_configs(compared)
     shapes = shape_series(configs)
+    curves = lr_curves(compared)
     return Findings(budget, compared, seed_noise(configs), shapes, lowest_loss(compared),
                     tuple(optimizer_scales(configs)), wider_vs_deeper(shapes),
-                    against_reference(shapes))
+                    against_reference(shapes), shape_learning_rates(shapes, compared),
+                    tuple(curves), tuple(transfers(curves)))
 
 
 def comparison_budget(rows: Sequence[RunRow]) -> Optional[str]:
@@ -206,6 +213,20 @@ def shape_series(configs: Sequence[ConfigResult]) -> Optional[ShapeSeries]:
         else:
             other.append(config)
     return ShapeSeries(reference, _by_size(wider), _by_size(deeper), _by_size(other))
+
+
+def shape_learning_rates(shapes: Optional[ShapeSeries], rows: Sequence[RunRow]) -> Optional[LrFairness]:
+    """How the learning rate was set for the shapes the report compares (every lr each ran)."""
+    if shapes is None:
+        return None
+    compared = {config.best.shape: shape_label(config, role) for role, series in (
+        ("reference", (shapes.reference,)), ("wider", shapes.wider), ("deeper", shapes.deeper))
+        for config in series}
+    by_shape: dict[str, list[RunRow]] = defaultdict(list)
+    for row in rows:
+        if row.shape in compared:
+            by_shape[compared[row.shape]].append(row)
+    return lr_fairness(by_shape)
 
 
 def _by_size(configs: list[ConfigResult]) -> tuple[ConfigResult, ...]:

@@ -4,8 +4,10 @@
     python -m llm_sweep.report --experiment NAME [--filter "params.optim.name = 'adamw'"]
 
 Writes runs.csv, runs.md, loss_vs_params.png, loss_vs_tokens_per_param.png, curves.png,
-optimizer.png, comparisons.json and summary.md to --out; with --parent, also attaches them to the parent
-run under `report/`. Selections combine: --parent with --experiment keeps the parent's
+optimizer.png, comparisons.json and summary.md to --out (and, where a shape was run at three
+or more learning rates, lr_transfer.json and lr_transfer.png: each shape's best learning
+rate and whether it transfers across widths and depths); with --parent, also attaches them
+to the parent run under `report/`. Selections combine: --parent with --experiment keeps the parent's
 children in those experiments. With --fit, also fits compute-optimal scaling laws
 (Chinchilla's Approaches 2 and 3) to the finished runs: fit.json, isoflop.png,
 frontier.png and a section of summary.md. With --law FIT.json (the fit.json of an

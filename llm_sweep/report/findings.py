@@ -41,6 +41,8 @@ def _shape_section(findings: Findings) -> list[str]:
     for name, series in (("wider", shapes.wider), ("deeper", shapes.deeper)):
         if len(series) == 1:
             lines.append(f"Only one {name} shape besides the reference: a single point, not a trend.")
+    if findings.shape_lrs is not None:
+        lines.append(f"Learning rates: {findings.shape_lrs.text}")
     best = findings.wider_vs_deeper
     if best is None:
         missing = " and ".join(n for n, s in (("wider", shapes.wider), ("deeper", shapes.deeper)) if not s)
@@ -80,6 +82,20 @@ def _tokens_section(findings: Findings) -> list[str]:
     return lines
 
 
+def _lr_section(findings: Findings) -> list[str]:
+    if not findings.lr_curves:
+        return []
+    lines = ["", "## Learning rate per shape (lr_transfer.json, lr_transfer.png)",
+             "Each shape run at three or more learning rates: its best on the grid and the optimum "
+             "of a parabola in log(lr) through the best and its neighbours."]
+    for curve in findings.lr_curves:
+        where = "AT THE EDGE of its grid" if curve.at_edge else f"optimum {curve.optimum:.3g}"
+        lines.append(f"- {curve.transfer}, {curve.shape} ({curve.optimizer}): best lr {curve.best.lr:g} "
+                     f"of {len(curve.points)} (loss {curve.best.loss:.4f}), {where}")
+    lines += [f"- {transfer.verdict}" for transfer in findings.lr_transfers]
+    return lines
+
+
 def _verdict(m: Matchup) -> str:
     return f"  {m.loss.a} vs {m.loss.b}: {m.loss.verdict}"
 
@@ -113,7 +129,8 @@ def summary_markdown(rows: Sequence[RunRow], findings: Findings, source: str,
              "", "## Shape: wider vs deeper (final val loss)",
              *_shape_section(findings),
              "", "## Tokens per parameter", *_tokens_section(findings),
-             "", "## Optimizers (final val loss, best config per size)", *_optimizer_section(findings)]
+             "", "## Optimizers (final val loss, best config per size)", *_optimizer_section(findings),
+             *_lr_section(findings)]
     if skipped:
         lines += ["", "## Skipped plots", *(f"- {name}: {why}" for name, why in skipped.items())]
     return "\n".join(lines) + "\n"

@@ -10,8 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from llm_sweep.core.references import (CHINCHILLA_TOKENS_PER_PARAM, SEED_NON_EMBEDDING_PARAMS,
                                        SEED_TOKENS, SEED_TOKENS_PER_PARAM)
 from llm_sweep.report.fit import fit_scaling
@@ -21,6 +19,7 @@ from llm_sweep.report.fit_laws import IsoflopMinimum, Optimum
 from llm_sweep.report.fit_plots import plot_frontier, plot_isoflop
 from llm_sweep.report.fit_result import FitResult, LrGrid, ScalingFit
 from llm_sweep.report.fit_rules import FAR, RULE
+from llm_sweep.report.learning_rates import lr_curves, lr_fairness
 from llm_sweep.report.runs import RunRow
 from llm_sweep.report.tables import ratio, si
 
@@ -114,18 +113,19 @@ def lr_grid(rows: Sequence[RunRow]) -> list[LrGrid]:
     """Per budget and shape run at several learning rates: the lrs, the best (lowest mean
     final loss over its seeds) and whether it sits at an edge of the grid, where a better
     one may lie beyond."""
-    losses: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    return [LrGrid(curve.budget, f"{curve.n_layer} x {curve.n_embd}", curve.arch, curve.optimizer,
+                   tuple(p.lr for p in curve.points), curve.best.lr, curve.at_edge)
+            for curve in lr_curves(rows, min_lrs=2)]
+
+
+def study_learning_rates(rows: Sequence[RunRow]) -> list[str]:
+    """How the study set each point's learning rate (a point: one shape at one budget)."""
+    points: dict[str, list[RunRow]] = defaultdict(list)
     for row in rows:
         if row.finished:
-            losses[(row.budget, row.shape, row.optimizer)][row.lr].append(row.val_loss)
-    grids = []
-    for (budget, (arch, n_layer, n_embd, _), optimizer), by_lr in sorted(losses.items()):
-        if len(by_lr) > 1:
-            lrs = sorted(by_lr)
-            best = min(lrs, key=lambda lr: np.mean(by_lr[lr]))
-            grids.append(LrGrid(budget, f"{n_layer} x {n_embd}", arch, optimizer, tuple(lrs), best,
-                                best in (lrs[0], lrs[-1])))
-    return grids
+            points[f"{row.n_layer}x{row.n_embd} at {row.budget}"].append(row)
+    fairness = lr_fairness(points)
+    return [] if fairness is None else [f"How the shapes' learning rates were set: {fairness.text}"]
 
 
 def _lr_lines(grids: Sequence[LrGrid]) -> list[str]:
@@ -140,7 +140,7 @@ def _lr_lines(grids: Sequence[LrGrid]) -> list[str]:
     return lines
 
 
-def fit_section(fit: FitResult) -> str:
+def fit_section(fit: FitResult, learning_rates: Sequence[str] = ()) -> str:
     """Markdown for summary.md; every number with its interval or the reason it is withheld."""
     inputs, noise, resamples = fit.inputs, fit.noise, fit.inputs.bootstrap_resamples
     grouping = (f"{inputs.groups_from_compute} of them formed by rounding spent compute to the "
@@ -173,7 +173,7 @@ def fit_section(fit: FitResult) -> str:
         *_budget_table(fit.total.approach2.minima, resamples), "", exponents(fit.total.approach2, resamples), "",
         "### Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "", *_approach3(fit.total, resamples),
         "### With N = non-embedding parameters", "", *_non_embedding(fit),
-        "", "### Learning rates", "", *_lr_lines(fit.lr_grid or ()),
+        "", "### Learning rates", "", *_lr_lines(fit.lr_grid or ()), "", *learning_rates,
         "", "Compute is flops_per_token x tokens (6 N plus attention, as MFU counts it). These are "
             "iso-FLOP views: how well each shape learns from a given compute, not how fast it runs.",
     ]
@@ -194,5 +194,5 @@ def write_fit(rows: Sequence[RunRow], out_dir: Path, summary: Path) -> tuple[Pat
     (out_dir / "fit.json").write_text(json.dumps(fit.to_json(), indent=2, allow_nan=False) + "\n")
     plot_isoflop(collect(points), fit, out_dir / "isoflop.png")
     plot_frontier(fit, out_dir / "frontier.png")
-    summary.write_text(summary.read_text() + "\n" + fit_section(fit))
+    summary.write_text(summary.read_text() + "\n" + fit_section(fit, study_learning_rates(rows)))
     return written

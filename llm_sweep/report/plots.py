@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 from llm_sweep.core.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
 from llm_sweep.report.analysis import ConfigResult, OptimizerScale, ShapeSeries
+from llm_sweep.report.learning_rates import LrCurve
 from llm_sweep.report.runs import RunRow
 from llm_sweep.report.tables import ratio, si
 
@@ -130,4 +131,31 @@ def plot_optimizers(scales: Sequence[OptimizerScale], path: Path) -> bool:
     if not runs:
         return False
     _curve_panels(runs, "Best run per optimizer and size: val loss", path)
+    return True
+
+
+def plot_lr_transfer(curves: Sequence[LrCurve], path: Path) -> bool:
+    """Final val loss against learning rate, one panel per parametrization (and budget),
+    one line per shape, its optimum marked: the picture of muP's learning-rate transfer."""
+    panels: dict[tuple[str, str], list[LrCurve]] = {}
+    for curve in curves:
+        panels.setdefault((curve.transfer, curve.budget), []).append(curve)
+    if not panels:
+        return False
+    figure, axes = _figure(len(panels))
+    lows = [min(p.loss for p in c.points) for c in curves]
+    for ax, ((transfer, budget), group) in zip(axes, panels.items()):
+        for i, curve in enumerate(group):
+            color = f"C{i % 10}"
+            ax.plot([p.lr for p in curve.points], [p.loss for p in curve.points], "o-", color=color,
+                    label=f"{curve.shape}" + (" (best at the grid's edge)" if curve.at_edge else ""))
+            ax.axvline(curve.optimum, color=color, linestyle=":", alpha=0.8)
+        ax.set_xscale("log")
+        # The minima, not the diverged ends, decide the scale: up to 1.5 nats above the lowest.
+        ax.set_ylim(min(lows) - 0.05, min(lows) + 1.5)
+        ax.set_xlabel("learning rate (dotted: each shape's optimum)")
+        ax.set_ylabel("final val loss (nats/token)")
+        ax.set_title(f"{transfer}, {budget}\n(n_layer x n_embd)")
+        ax.legend(fontsize=8)
+    figure.savefig(path)
     return True

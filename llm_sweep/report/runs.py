@@ -15,6 +15,7 @@ from llm_sweep.core import console
 from llm_sweep.core.budget import NULLS, Budget
 from llm_sweep.core.config import config_param
 from llm_sweep.core.errors import ConfigError, DataError
+from llm_sweep.core.model_config import parametrization_label
 from llm_sweep.core.run_record import (ELAPSED_S, FINAL_FLOPS, FINAL_TOKENS, FINAL_TOKENS_PER_PARAM,
                                        FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL,
                                        FLOPS_PER_TOKEN, MFU, NON_EMBEDDING_PARAMS, PARAMS, TOKENS,
@@ -34,6 +35,9 @@ PAGE_SIZE = 1000
 MODEL_NAME, ARCH, N_LAYER, N_EMBD, N_HEAD, HEAD_DIM, OPTIMIZER, LR, SEED = map(config_param, (
     "model.name", "model.arch", "model.n_layer", "model.n_embd", "model.n_head", "model.head_dim",
     "optim.name", "optim.lr", "seed"))
+# Optional: runs logged before parametrizations existed were `sp`.
+PARAMETRIZATION, BASE_WIDTH, BASE_DEPTH = map(config_param, (
+    "model.parametrization", "model.base_width", "model.base_depth"))
 REQUIRED_PARAMS = (PARAMS, NON_EMBEDDING_PARAMS, TOKENS_PER_STEP, MODEL_NAME, ARCH, N_LAYER, N_EMBD,
                    N_HEAD, HEAD_DIM, OPTIMIZER, LR, SEED)
 
@@ -74,12 +78,20 @@ class RunRow:
     val_acc: Optional[float] = None
     flops_budget: Optional[float] = None  # budget.flops, when the run had a FLOP budget
     flops: Optional[float] = None  # training FLOPs spent: flops_per_token x tokens, as MFU counts them
+    parametrization: str = "sp"  # model.parametrization: sp, mup or completep
+    base_width: Optional[int] = None  # the proxy shape mup/completep transfer from
+    base_depth: Optional[int] = None
     curve: tuple[ValPoint, ...] = ()
     config_key: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def tokens_per_non_embedding_param(self) -> Optional[float]:
         return None if self.tokens is None else self.tokens / self.non_embedding_params
+
+    @property
+    def transfer(self) -> str:
+        """How the learning rate follows the shape: `sp`, `mup (base width 64)`, ..."""
+        return parametrization_label(self)
 
     @property
     def finished(self) -> bool:
@@ -174,6 +186,9 @@ def _row(client: "MlflowClient", run: "Run", experiment: str) -> RunRow:
         val_acc=metrics.get(FINAL_VAL_ACC),
         flops_budget=budget.cfg.flops,
         flops=metrics.get(FINAL_FLOPS, _spent_flops(params, metrics)),
+        parametrization=params.get(PARAMETRIZATION, "sp"),
+        base_width=_optional_int(params.get(BASE_WIDTH, "None")),
+        base_depth=_optional_int(params.get(BASE_DEPTH, "None")),
         curve=_val_curve(client, run_id, int(params[TOKENS_PER_STEP])),
         config_key=tuple(sorted((k, v) for k, v in params.items() if k.startswith(RESULT_PARAM_PREFIXES))),
     )
@@ -181,6 +196,10 @@ def _row(client: "MlflowClient", run: "Run", experiment: str) -> RunRow:
 
 def _optional_float(value: str) -> Optional[float]:
     return None if value in NULLS else float(value)
+
+
+def _optional_int(value: str) -> Optional[int]:
+    return None if value in NULLS else int(value)
 
 
 def _spent_flops(params: dict[str, str], metrics: dict[str, float]) -> Optional[float]:

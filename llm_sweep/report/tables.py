@@ -49,6 +49,9 @@ COLUMNS = (
     Column("non-emb params", "non_embedding_params", lambda r: r.non_embedding_params, si),
     Column("optimizer", "optimizer", lambda r: r.optimizer),
     Column("lr", "lr", lambda r: r.lr, lambda v: f"{v:.3g}"),
+    Column("parametrization", "parametrization", lambda r: r.parametrization),
+    Column("base width", "base_width", lambda r: r.base_width),
+    Column("base depth", "base_depth", lambda r: r.base_depth),
     Column("budget", "budget", lambda r: r.budget),
     Column("seed", "seed", lambda r: r.seed),
     Column("tokens", "tokens", lambda r: r.tokens, si),
@@ -83,6 +86,8 @@ def write_csv(rows: Sequence[RunRow], path: Path) -> None:
 
 # The columns a run's config is made of: runs equal in all of them are seeds of one config.
 CONFIG_COLUMNS = ("model", "arch", "n_layer", "n_embd", "n_head", "optimizer", "lr", "budget")
+# Columns a runs.csv written before they existed lacks, and the value such a run had.
+LATER_COLUMNS = {"parametrization": "sp", "base_width": "", "base_depth": ""}
 
 
 def read_csv(path: Path) -> list[RunRow]:
@@ -91,7 +96,7 @@ def read_csv(path: Path) -> list[RunRow]:
     from llm_sweep.report.runs import RunRow  # the row type at run time; MLflow for it too
 
     with open(path, newline="") as f:
-        records = list(csv.DictReader(f))
+        records = [{**LATER_COLUMNS, **record} for record in csv.DictReader(f)]
     missing = [key for key in (*CONFIG_COLUMNS, "flops", "params", "seed", "run_id") if records
                and key not in records[0]]
     if not records or missing:
@@ -105,7 +110,10 @@ def read_csv(path: Path) -> list[RunRow]:
                    tokens_per_s=number(r["tokens_per_s"]), mfu=number(r["mfu"]), val_loss=number(r["val_loss"]),
                    val_ppl=number(r["val_ppl"]), val_acc=number(r["val_acc"]),
                    flops_budget=Budget.flops_in_label(r["budget"]), flops=number(r["flops"]),
-                   config_key=tuple((key, r[key]) for key in CONFIG_COLUMNS)) for r in records]
+                   parametrization=r["parametrization"], base_width=number(r["base_width"], int),
+                   base_depth=number(r["base_depth"], int),
+                   config_key=tuple((key, r[key]) for key in (*CONFIG_COLUMNS, *LATER_COLUMNS)))
+            for r in records]
 
 
 def _cell(column: Column, row: RunRow) -> str:

@@ -25,6 +25,7 @@ SKIP_REASONS = {
     "loss_vs_tokens_per_param.png": "no finished run logged its tokens",
     "curves.png": "no run logged val/loss",
     "optimizer.png": "no model size was run with both AdamW and SophiaG",
+    "lr_transfer.png": "no shape was run at three or more learning rates",
 }
 
 
@@ -40,6 +41,7 @@ def write_report(rows: Sequence[RunRow], out_dir: Path, source: str) -> Report:
             findings.compared, findings.lowest, findings.budget, path),
         "curves.png": lambda path: plots.plot_curves(rows, path),
         "optimizer.png": lambda path: plots.plot_optimizers(findings.optimizers, path),
+        "lr_transfer.png": lambda path: plots.plot_lr_transfer(findings.lr_curves, path),
     }
     written = [out_dir / "runs.csv", out_dir / "runs.md"]
     skipped = {}
@@ -52,6 +54,15 @@ def write_report(rows: Sequence[RunRow], out_dir: Path, source: str) -> Report:
     comparisons = out_dir / "comparisons.json"
     comparisons.write_text(json.dumps([c.record() for c in findings.comparisons], indent=1,
                                       allow_nan=False) + "\n")
+    lr_transfer = out_dir / "lr_transfer.json"
+    if findings.lr_curves:
+        lr_transfer.write_text(json.dumps({
+            "curves": [curve.record() for curve in findings.lr_curves],
+            "transfers": [transfer.record() for transfer in findings.lr_transfers]}, indent=1,
+            allow_nan=False) + "\n")
+        written.append(lr_transfer)
+    else:
+        lr_transfer.unlink(missing_ok=True)
     summary = out_dir / "summary.md"
     summary.write_text(summary_markdown(rows, findings, source, skipped))
     return Report(findings, (*written, comparisons, summary), skipped)
