@@ -8,12 +8,11 @@ import math
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from llm_sweep.report import cli as report
 from llm_sweep.report.learning_rates import lr_curves, lr_fairness, transfers
 from llm_sweep.report.runs import RunRow
-from test_report import Spec, log_run
+from test_report import Spec, log_run, new_store
 
 LRS = tuple(5e-4 * 2**i for i in range(8))  # 5e-4 .. 6.4e-2, a factor of 2 apart
 CURVATURE = 0.08  # loss per (ln lr)^2 away from the optimum
@@ -111,15 +110,12 @@ MUP_OPTIMUM = 6e-3  # at every width
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("lr_transfer")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = client.create_experiment("lr_transfer", artifact_location=(root / "artifacts").as_uri())
-    parent = client.create_run(experiment_id, run_name="sweep")
+    uri, client, experiment_id, parent_id = new_store(root, "lr_transfer")
     for width in WIDTHS:
         floor = 3.0 - 0.1 * math.log2(width / 64)
         for lr in LRS:
             for parametrization, optimum in (("sp", SP_OPTIMUM * 64 / width), ("mup", MUP_OPTIMUM)):
-                log_run(client, experiment_id, parent.info.run_id, Spec(
+                log_run(client, experiment_id, parent_id, Spec(
                     f"{parametrization}-{width}-{lr:g}", 2, width, round(bowl(lr, optimum, floor), 6), lr=lr,
                     parametrization=parametrization, base_width=64 if parametrization == "mup" else None))
     out = root / "report"

@@ -110,17 +110,23 @@ class Store:
     out: Path
 
 
+def new_store(root: Path, experiment: str) -> tuple[str, MlflowClient, str, str]:
+    """A real MLflow SQLite store in `root` with one experiment and a sweep's parent run:
+    its URI, a client, the experiment id and the parent's run id."""
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment(experiment, artifact_location=(root / "artifacts").as_uri())
+    return uri, client, experiment_id, client.create_run(experiment_id, run_name="sweep").info.run_id
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
     root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = client.create_experiment("synthetic", artifact_location=(root / "artifacts").as_uri())
-    parent = client.create_run(experiment_id, run_name="sweep")
-    run_ids = {spec.name: log_run(client, experiment_id, parent.info.run_id, spec) for spec in SPECS}
+    uri, client, experiment_id, parent_id = new_store(root, "synthetic")
+    run_ids = {spec.name: log_run(client, experiment_id, parent_id, spec) for spec in SPECS}
     out = root / "report"
-    report.main(["--parent", parent.info.run_id, "--tracking-uri", uri, "--out", str(out)])
-    return Store(uri, client, parent.info.run_id, run_ids, out)
+    report.main(["--parent", parent_id, "--tracking-uri", uri, "--out", str(out)])
+    return Store(uri, client, parent_id, run_ids, out)
 
 
 def spec(name: str) -> Spec:

@@ -20,6 +20,7 @@ from llm_sweep.report.runs import RunRow
 from llm_sweep.report.shape_residuals import FitRange, residual_of, split_gap
 from llm_sweep.report.shape_summary import load_law
 from llm_sweep.report.verdicts import SHAPE_RESIDUAL
+from test_report import new_store
 
 LAW_FILE = REPO / "docs" / "results" / "isoflop" / "fit.json"
 
@@ -112,9 +113,7 @@ def log(client: MlflowClient, experiment_id: str, name: str, n_layer: int, n_emb
 def reported(tmp_path_factory) -> Path:
     law = load_law(LAW_FILE)[0].total.law
     root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = client.create_experiment("shapes", artifact_location=(root / "artifacts").as_uri())
+    uri, client, experiment_id, _ = new_store(root, "shapes")
     rng = np.random.default_rng(0)
     for name, n_layer, n_embd, params, tokens, offset in SHAPES:
         for seed in SEEDS:

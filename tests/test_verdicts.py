@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 from scipy import stats
-from test_report import Spec, log_run
 
 from llm_sweep.core.run_record import FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL
 from llm_sweep.report import cli as report
 from llm_sweep.report.verdicts import NO_SPREAD, ONE_SEED, compare
+from test_report import Spec, log_run, new_store
 
 KEYS = ["metric", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_ci", "p_value", "verdict"]
 A = [3.012, 2.987, 3.031, 2.994]
@@ -98,12 +97,9 @@ class Report:
 @pytest.fixture(scope="module")
 def written(tmp_path_factory) -> Report:
     root = tmp_path_factory.mktemp("verdicts")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = client.create_experiment("verdicts", artifact_location=(root / "artifacts").as_uri())
-    parent = client.create_run(experiment_id, run_name="sweep")
+    uri, client, experiment_id, parent_id = new_store(root, "verdicts")
     for spec in SPECS:
-        log_run(client, experiment_id, parent.info.run_id, spec)
+        log_run(client, experiment_id, parent_id, spec)
     report.main(["--experiment", "verdicts", "--tracking-uri", uri, "--out", str(root / "report")])
     out = Path(root / "report")
     return Report(json.loads((out / "comparisons.json").read_text()), (out / "summary.md").read_text())
