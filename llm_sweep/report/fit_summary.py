@@ -125,7 +125,8 @@ def study_learning_rates(rows: Sequence[RunRow]) -> list[str]:
         if row.finished:
             points[f"{row.n_layer}x{row.n_embd} at {row.budget}"].append(row)
     fairness = lr_fairness(points)
-    return [] if fairness is None else [f"How the shapes' learning rates were set: {fairness.text}"]
+    return [] if fairness is None else [f"How the learning rates were set (each shape at each budget "
+                                        f"counts as one shape): {fairness.text}"]
 
 
 def _lr_lines(grids: Sequence[LrGrid]) -> list[str]:

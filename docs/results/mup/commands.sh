@@ -9,6 +9,6 @@ python -m llm_sweep --multirun +sweep=lr_transfer_depth_cpu
 python -m llm_sweep.report --experiment lr_transfer_cpu --out docs/results/mup/width
 python -m llm_sweep.report --experiment lr_transfer_depth_cpu --out docs/results/mup/depth
 # the coordinate checks (activation RMS against width, and against depth)
-python -m llm_sweep.coordcheck coordcheck.parametrizations=[sp,mup] hydra.run.dir=docs/results/mup/coordcheck_width
+python -m llm_sweep.coordcheck "coordcheck.parametrizations=[sp,mup]" hydra.run.dir=docs/results/mup/coordcheck_width
 python -m llm_sweep.coordcheck coordcheck.parametrizations=[sp,completep] coordcheck.widths=[128] \
-    coordcheck.depths=[2,4,8,16] hydra.run.dir=docs/results/mup/coordcheck_depth
+    coordcheck.depths=[2,4,8,16] model.base_width=128 model.base_depth=2 hydra.run.dir=docs/results/mup/coordcheck_depth
