@@ -165,9 +165,12 @@ def test_the_clean_cpu_study_is_one_family_one_lr_and_repeats_no_data():
             runs += [load_config(compose(config_name="config", overrides=[f"+sweep={name}", *job]))
                      for job in grid_jobs(params)]
     budgets = sorted({run.budget.flops for run in runs})
-    assert len(commands) == 3 and budgets == [1e12, 4e12, 1.6e13] and len(runs) == 21
-    assert {(run.model.n_layer, run.model.n_head, run.model.parametrization, run.optim.lr, run.seed)
-            for run in runs} == {(2, 2, "mup", 2e-3, 1337)}
+    assert len(commands) == 4 and budgets == [1e12, 4e12, 8e12] and len(runs) == 27
+    assert {(run.model.n_layer, run.model.n_head, run.model.parametrization, run.optim.lr)
+            for run in runs} == {(2, 2, "mup", 2e-3)}
+    per_budget = {c: sorted((r.model.n_embd, r.seed) for r in runs if r.budget.flops == c) for c in budgets}
+    assert all(len({width for width, _ in jobs}) == 7 for jobs in per_budget.values())
+    assert sorted(seed for _, seed in per_budget[1e12]) == [1] * 3 + [2] * 3 + [1337] * 7
     for run in runs:
         tokens = run.budget.flops / flops_per_token(run.model, run.batch.seq_len)
         assert tokens < TRAIN_BYTES, (run.budget.flops, run.model.n_embd, tokens)
