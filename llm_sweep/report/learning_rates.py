@@ -24,7 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from llm_sweep.report.runs import RunRow
+from llm_sweep.report.runs import LR, RunRow
 
 TRANSFER_FACTOR = 2.0  # the largest move of the best lr over a shape range that counts as transfer
 MIN_LRS = 3  # a curve: the best and a neighbour on each side
@@ -92,7 +92,7 @@ def lr_curves(rows: Sequence[RunRow], min_lrs: int = MIN_LRS) -> list[LrCurve]:
         lambda: defaultdict(lambda: defaultdict(list)))
     for row in rows:
         if row.finished:
-            rest = tuple(item for item in row.config_key if item[0] not in ("optim.lr", "lr"))
+            rest = tuple(item for item in row.config_key if item[0] not in (LR, "lr"))  # MLflow, runs.csv
             key = (row.budget, row.transfer, row.optimizer, row.arch, row.n_layer, row.n_embd, rest)
             by_lr[key][row.lr][row.run_id if row.seed is None else row.seed].append(row.val_loss)
     curves = []
@@ -183,8 +183,7 @@ def lr_fairness(points: Mapping[str, Sequence[RunRow]]) -> Optional[LrFairness]:
     how = ", ".join(labels)
     tuned = [label for label, grid in lrs.items() if len(grid) >= 2]
     if len(tuned) == len(points):
-        edges = [label for label, rows in points.items()
-                 if min(rows, key=lambda r: r.val_loss).lr in (lrs[label][0], lrs[label][-1])]
+        edges = [label for label, rows in points.items() if _best_lr(rows) in (lrs[label][0], lrs[label][-1])]
         text = f"every shape ran its own grid of learning rates ({how}) and is scored at its best: "
         if edges:
             return LrFairness("tuned per shape", False, text + f"not fair yet, the best lr of "
@@ -214,3 +213,11 @@ def lr_fairness(points: Mapping[str, Sequence[RunRow]]) -> Optional[LrFairness]:
                           f"by {labels[0]}: fair to each shape if {lr:g} was tuned on the base shape.")
     return LrFairness("mixed", False, f"one learning rate, {lr:g}, under different parametrizations "
                       f"({how}): not fair.")
+
+
+def _best_lr(rows: Sequence[RunRow]) -> float:
+    """The learning rate with the lowest mean final loss over its runs (its seeds)."""
+    losses: dict[float, list[float]] = defaultdict(list)
+    for row in rows:
+        losses[row.lr].append(row.val_loss)
+    return min(losses, key=lambda lr: statistics.fmean(losses[lr]))
