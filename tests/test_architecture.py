@@ -15,7 +15,8 @@ from conftest import REPO, run_app
 # Lowest first. A module may import modules of its own layer or of a lower one, never higher.
 LAYERS = [
     ("core", ["llm_sweep.core"]),
-    ("building blocks", ["llm_sweep.models", "llm_sweep.optim", "llm_sweep.data", "llm_sweep.hardware"]),
+    ("building blocks", ["llm_sweep.models", "llm_sweep.optim", "llm_sweep.data", "llm_sweep.hardware",
+                         "llm_sweep.scaling"]),
     ("training", ["llm_sweep.training"]),
     ("services", ["llm_sweep.tracking", "llm_sweep.sweeping", "llm_sweep.bench", "llm_sweep.plan",
                   "llm_sweep.report", "llm_sweep.coordcheck", "llm_sweep.design", "hydra_plugins"]),

@@ -13,15 +13,16 @@ from scipy.optimize import minimize_scalar
 from conftest import REPO
 from llm_sweep.design import cli as design
 from llm_sweep.design.inputs import law_from_fit, read_design, realised_scatter
-from llm_sweep.design.law import CHINCHILLA, Design, TrueLaw, log_spacing
-from llm_sweep.design.simulate import draw_points, simulate
-from llm_sweep.report.fit import fit_point_estimates
+from llm_sweep.scaling.design import Design, log_spacing
+from llm_sweep.scaling.law import CHINCHILLA, Law
+from llm_sweep.scaling.simulate import draw_points, simulate
+from llm_sweep.scaling.fit import fit_point_estimates
 
 CPU_STUDY = REPO / "docs" / "results" / "isoflop"
-LAW = TrueLaw(E=1.5, A=40.0, B=300.0, alpha=0.35, beta=0.3, c=6.0, k=1.0)
+LAW = Law(E=1.5, A=40.0, B=300.0, alpha=0.35, beta=0.3, c=6.0, k=1.0)
 
 
-@pytest.mark.parametrize("law", [LAW, TrueLaw(**CHINCHILLA), TrueLaw(1.0, 5.0, 900.0, 0.1, 0.55, 14.0, 0.945)])
+@pytest.mark.parametrize("law", [LAW, Law(**CHINCHILLA), Law(1.0, 5.0, 900.0, 0.1, 0.55, 14.0, 0.945)])
 def test_the_optimum_is_where_the_iso_flop_loss_is_lowest(law):
     for compute in (1e12, 1e15, 1e18):
         best = minimize_scalar(lambda ln_n: law.loss(math.exp(ln_n), law.tokens(compute, math.exp(ln_n))),

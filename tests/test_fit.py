@@ -20,12 +20,13 @@ from llm_sweep.core.errors import DataError
 from llm_sweep.core.references import SEED_FLOPS_PER_TOKEN, SEED_NON_EMBEDDING_PARAMS, SEED_PARAMS
 from llm_sweep.plan import cli as plan
 from llm_sweep.report import cli as report
-from llm_sweep.report.fit import fit_point_estimates, fit_scaling
-from llm_sweep.report.fit_data import RunPoint, collect, points_from_runs
-from llm_sweep.report.fit_isoflop import budget_minimum
-from llm_sweep.report.fit_lbfgs import fit_lbfgs
-from llm_sweep.report.fit_result import FitResult
-from llm_sweep.report.fit_rules import RULE
+from llm_sweep.scaling.fit import fit_point_estimates, fit_scaling
+from llm_sweep.report.fit_summary import points_from_runs
+from llm_sweep.scaling.points import RunPoint, collect
+from llm_sweep.scaling.approach2 import budget_minimum
+from llm_sweep.scaling.lbfgs import fit_lbfgs
+from llm_sweep.scaling.fit_record import FitResult
+from llm_sweep.scaling.rules import RULE
 from llm_sweep.report.fit_summary import fit_section
 from llm_sweep.report.runs import RunRow
 

@@ -133,7 +133,7 @@ def chinchilla_fit(tmp_path_factory):
     """fit.json of synthetic runs that follow Chinchilla's L(N, D) (tests/test_fit.py)."""
     from test_fit import as_points, optimal_params, synthetic_runs
 
-    from llm_sweep.report.fit import fit_scaling
+    from llm_sweep.scaling.fit import fit_scaling
 
     path = tmp_path_factory.mktemp("fit") / "fit.json"
     path.write_text(json.dumps(fit_scaling(as_points(synthetic_runs(noise=0.001)), resamples=20).to_json()))
@@ -194,7 +194,7 @@ def test_a_throughput_whose_optimum_outruns_its_compute_is_one_line(capsys):
 
 
 def test_the_fitted_compute_range_includes_its_own_ends():
-    from llm_sweep.report.fit import outside_factor
+    from llm_sweep.scaling.fit import outside_factor
 
     lo, hi = 1e12, 6.25e12
     assert outside_factor(float(np.exp(np.log(hi))), lo, hi) == 1.0  # not "1.0x outside"

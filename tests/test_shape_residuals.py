@@ -19,7 +19,7 @@ from llm_sweep.report.analysis import ConfigResult
 from llm_sweep.report.runs import RunRow
 from llm_sweep.report.shape_residuals import FitRange, residual_of, split_gap
 from llm_sweep.report.shape_summary import load_law
-from llm_sweep.report.verdicts import SHAPE_RESIDUAL
+from llm_sweep.scaling.verdicts import SHAPE_RESIDUAL
 from test_report import new_store
 
 LAW_FILE = REPO / "docs" / "results" / "isoflop" / "fit.json"

@@ -13,7 +13,7 @@ from scipy import stats
 
 from llm_sweep.core.run_record import FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL
 from llm_sweep.report import cli as report
-from llm_sweep.report.verdicts import NO_SPREAD, ONE_SEED, compare
+from llm_sweep.scaling.verdicts import NO_SPREAD, ONE_SEED, compare
 from test_report import Spec, log_run, new_store
 
 KEYS = ["metric", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_ci", "p_value", "verdict"]

@@ -25,10 +25,11 @@ from typing import Optional
 from llm_sweep.core import console
 from llm_sweep.core.console import user_errors
 from llm_sweep.design.inputs import law_from_fit, noise_level, read_design
-from llm_sweep.design.law import CHINCHILLA, Design, TrueLaw, log_spacing
-from llm_sweep.design.simulate import simulate
+from llm_sweep.scaling.design import Design, log_spacing
+from llm_sweep.scaling.law import CHINCHILLA, Law
+from llm_sweep.scaling.simulate import simulate
 from llm_sweep.design.table import format_simulation
-from llm_sweep.report.fit import fit_point_estimates
+from llm_sweep.scaling.fit import fit_point_estimates
 
 DEFAULT_NOISE = 0.013  # the pooled seed noise of the committed CPU iso-FLOP study
 
@@ -71,7 +72,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> None:
     console.configure_logging()
     args = parse_args(argv)
-    law = law_from_fit(args.law) if args.law else TrueLaw(**CHINCHILLA)
+    law = law_from_fit(args.law) if args.law else Law(**CHINCHILLA)
     if args.runs:
         design = read_design(args.runs, args.seeds)
     else:

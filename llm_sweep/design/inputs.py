@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 from llm_sweep.core.errors import ConfigError, DataError
-from llm_sweep.design.law import Design, PlannedRun, TrueLaw
+from llm_sweep.scaling.design import Design, PlannedRun
+from llm_sweep.scaling.law import Law
 
 FLOPS_SUFFIX = " FLOPs"  # how runs.csv writes a FLOP budget: "6.25e+12 FLOPs"
 
@@ -22,13 +23,13 @@ def _read_json(path: Path) -> dict:
         raise DataError(f"--law {path}: not a readable fit.json ({exc})") from exc
 
 
-def law_from_fit(path: Path) -> TrueLaw:
+def law_from_fit(path: Path) -> Law:
     """Approach 3's law (by variable projection where the fit has it) and the flops per
     token of a fit.json (report --fit)."""
     fit = _read_json(path)
     try:
         surface, flops = fit.get("approach3_varpro") or fit["approach3"], fit["flops_per_token"]
-        return TrueLaw(surface["E"], surface["A"], surface["B"], surface["alpha"], surface["beta"],
+        return Law(surface["E"], surface["A"], surface["B"], surface["alpha"], surface["beta"],
                        flops["coefficient"], flops["exponent"])
     except (KeyError, TypeError) as exc:
         raise DataError(f"--law {path}: no Approach-3 law in it (missing {exc})") from exc
@@ -68,7 +69,7 @@ def read_design(path: Path, seeds: int) -> Design:
                         for (compute, n), rows in sorted(_best_configs(path).items())))
 
 
-def realised_scatter(path: Path, law: TrueLaw) -> float:
+def realised_scatter(path: Path, law: Law) -> float:
     """The root mean square of a study's points around the law: its configs' mean losses
     minus L(N, D). The plug-in value (over n, not n - 5): what a bootstrap of those points
     resamples, so a design simulated at it predicts the intervals that study's fit reports."""
@@ -80,7 +81,7 @@ def realised_scatter(path: Path, law: TrueLaw) -> float:
     return math.sqrt(sum(r * r for r in residuals) / len(residuals))
 
 
-def noise_level(given: str, law_path: Optional[Path], runs: Optional[Path], law: TrueLaw,
+def noise_level(given: str, law_path: Optional[Path], runs: Optional[Path], law: Law,
                 default: float) -> tuple[float, str]:
     """The noise's sd and where it came from."""
     if given == "scatter":

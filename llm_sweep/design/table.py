@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from llm_sweep.design.law import TrueLaw
-from llm_sweep.design.simulate import TOLERANCE, Simulation, Spread
+from llm_sweep.scaling.law import Law
+from llm_sweep.scaling.simulate import TOLERANCE, Simulation, Spread
 
 LABELS = {"a": "a (N_opt ~ C^a)", "b": "b (D_opt ~ C^b)", "tokens_per_param": "tokens/param at top C"}
 
@@ -24,7 +24,7 @@ def _row(spread: Spread) -> str:
             f"{spread.pinned:.0%} | {spread.failed} |")
 
 
-def format_simulation(simulation: Simulation, law: TrueLaw, source: str, noise_source: str,
+def format_simulation(simulation: Simulation, law: Law, source: str, noise_source: str,
                       flops_per_s: Optional[float], processes: int) -> str:
     design = simulation.design
     lines = [f"Study: {design.describe()}.",

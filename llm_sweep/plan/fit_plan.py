@@ -22,11 +22,11 @@ import numpy as np
 from llm_sweep.core.errors import DataError
 from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.core.size import flops_per_token, param_count
-from llm_sweep.report.fit_laws import Constant, FlopsPerToken, LossSurface, PowerLaws
-from llm_sweep.report.fit_optimum import outside_factor
-from llm_sweep.report.fit_result import FitResult
-from llm_sweep.report.fit_rules import RULE
-from llm_sweep.report.fit_surface import surface_optimum
+from llm_sweep.scaling.estimates import Constant, FlopsPerToken, LossSurface, PowerLaws
+from llm_sweep.scaling.optimum import outside_factor
+from llm_sweep.scaling.fit_record import FitResult
+from llm_sweep.scaling.rules import RULE
+from llm_sweep.scaling.surface import surface_optimum
 from llm_sweep.report.tables import markdown_table, ratio, si
 
 HEAD_DIM = 64  # heads of 64, as the presets and the seed use

@@ -8,7 +8,7 @@ best config, as a sweep would pick it.
 
 Verdicts: each comparison (best wider vs best deeper shape, each wider and deeper shape vs
 the reference shape, the optimizers at each size) is judged over the seeds of its two
-configs on each final metric (llm_sweep.report.verdicts), one value per seed: reruns of
+configs on each final metric (llm_sweep.scaling.verdicts), one value per seed: reruns of
 one seed are averaged, as they are not independent draws.
 
 Noise: the largest max-min spread of final val loss over the seeds of any repeated
@@ -26,7 +26,7 @@ from llm_sweep.report.learning_rates import (LrCurve, LrFairness, Transfer, lr_c
                                              transfers)
 from llm_sweep.report.runs import RunRow
 from llm_sweep.report.tables import si
-from llm_sweep.report.verdicts import Comparison, compare
+from llm_sweep.scaling.verdicts import Comparison, compare
 
 REFERENCE_PRESET = "noam"  # the seed's baseline shape
 # The final metrics a comparison is judged on; val loss first, the one summary.md quotes.

@@ -1,5 +1,5 @@
 """summary.md: what the runs show, with the numbers, and what they are too few or too
-noisy to show. Every comparison ends in a verdict over seeds (llm_sweep.report.verdicts)."""
+noisy to show. Every comparison ends in a verdict over seeds (llm_sweep.scaling.verdicts)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,7 +9,7 @@ from llm_sweep.core.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_P
 from llm_sweep.report.analysis import ConfigResult, Findings, Matchup, Noise
 from llm_sweep.report.runs import RunRow
 from llm_sweep.report.tables import ratio, si
-from llm_sweep.report.verdicts import P_THRESHOLD
+from llm_sweep.scaling.verdicts import P_THRESHOLD
 
 
 def _shape(config: ConfigResult) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from llm_sweep.report.fit_compare import MATERIAL, OFF_CENTRE, WIDE_REACH
-from llm_sweep.report.fit_laws import (Bounds, Estimate, IsoflopMinimum, LossSurface, Optimum,
+from llm_sweep.scaling.compare import MATERIAL, OFF_CENTRE, WIDE_REACH
+from llm_sweep.scaling.estimates import (Bounds, Estimate, IsoflopMinimum, LossSurface, Optimum,
                                        PowerLaws)
-from llm_sweep.report.fit_result import Comparison, ScalingFit
+from llm_sweep.scaling.fit_record import Comparison, ScalingFit
 from llm_sweep.report.tables import ratio
 
 # Measured with report.fit_compare.parabola_bias: 7 sizes from x1/8 to x8 around the

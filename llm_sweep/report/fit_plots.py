@@ -15,12 +15,12 @@ from matplotlib.figure import Figure
 
 from llm_sweep.core.references import (CHINCHILLA_TOKENS_PER_PARAM, SEED_COMPUTE, SEED_PARAMS,
                                        SEED_TOKENS)
-from llm_sweep.report.fit_data import Data
-from llm_sweep.report.fit_isoflop import budget_minimum
-from llm_sweep.report.fit_laws import Bounds, IsoflopMinimum
-from llm_sweep.report.fit_result import FitResult
-from llm_sweep.report.fit_rules import FAR
-from llm_sweep.report.fit_surface import surface_optimum
+from llm_sweep.scaling.points import Data
+from llm_sweep.scaling.approach2 import budget_minimum
+from llm_sweep.scaling.estimates import Bounds, IsoflopMinimum
+from llm_sweep.scaling.fit_record import FitResult
+from llm_sweep.scaling.rules import FAR
+from llm_sweep.scaling.surface import surface_optimum
 from llm_sweep.report.plots import _figure
 from llm_sweep.report.tables import si
 

@@ -12,13 +12,13 @@ from typing import Sequence
 
 from llm_sweep.core.references import (CHINCHILLA_TOKENS_PER_PARAM, SEED_NON_EMBEDDING_PARAMS,
                                        SEED_TOKENS, SEED_TOKENS_PER_PARAM)
-from llm_sweep.report.fit import fit_scaling
-from llm_sweep.report.fit_data import collect, points_from_runs
+from llm_sweep.scaling.fit import fit_scaling
+from llm_sweep.scaling.points import RunPoint, collect
 from llm_sweep.report.fit_explain import ci, comparison, constants, exponents, number, search
-from llm_sweep.report.fit_laws import IsoflopMinimum, Optimum
+from llm_sweep.scaling.estimates import IsoflopMinimum, Optimum
 from llm_sweep.report.fit_plots import plot_frontier, plot_isoflop
-from llm_sweep.report.fit_result import FitResult, LrGrid, ScalingFit
-from llm_sweep.report.fit_rules import FAR, RULE
+from llm_sweep.scaling.fit_record import FitResult, LrGrid, ScalingFit
+from llm_sweep.scaling.rules import FAR, RULE
 from llm_sweep.report.learning_rates import lr_curves, lr_fairness
 from llm_sweep.report.runs import RunRow
 from llm_sweep.report.tables import ratio, si
@@ -107,6 +107,24 @@ def _approach3(fit: ScalingFit, resamples: int) -> list[str]:
         lines += ["L-BFGS on all five parameters, as Chinchilla fitted it: " + constants(fit.approach3), "",
                   search(fit.approach3, resamples), ""]
     return lines
+
+
+def points_from_runs(rows: Sequence[RunRow]) -> tuple[list[RunPoint], dict[str, int]]:
+    """The runs a fit can use, and how many of the others were left out and why. A rerun of
+    a config with the same seed is not another sample of the noise: only its first counts."""
+    points, skipped, seen = [], defaultdict(int), set()
+    for row in rows:
+        if not row.finished:
+            skipped["not finished"] += 1
+        elif row.tokens is None or row.flops is None:
+            skipped["no tokens or compute logged"] += 1
+        elif (row.config_key, row.seed) in seen:
+            skipped["reruns of a config with the same seed"] += 1
+        else:
+            seen.add((row.config_key, row.seed))
+            points.append(RunPoint(row.params, row.non_embedding_params, row.tokens, row.flops,
+                                   row.val_loss, row.flops_budget, row.config_key))
+    return points, dict(skipped)
 
 
 def lr_grid(rows: Sequence[RunRow]) -> list[LrGrid]:

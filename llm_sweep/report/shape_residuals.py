@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Optional, Protocol
 
 from llm_sweep.report.analysis import ConfigResult, Findings, shape_label
-from llm_sweep.report.verdicts import SHAPE_RESIDUAL, Comparison, compare, mean_interval
+from llm_sweep.scaling.verdicts import SHAPE_RESIDUAL, Comparison, compare, mean_interval
 
 
 class LossLaw(Protocol):

@@ -9,7 +9,7 @@ from typing import Optional
 from llm_sweep.core.budget import Budget
 from llm_sweep.core.errors import DataError
 from llm_sweep.report.analysis import Findings
-from llm_sweep.report.fit_result import FitResult
+from llm_sweep.scaling.fit_record import FitResult
 from llm_sweep.report.shape_residuals import FitRange, GapSplit, ShapeResidual, shape_effects
 from llm_sweep.report.tables import si
 

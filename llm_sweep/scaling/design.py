@@ -1,52 +1,11 @@
-"""The law a designed study is simulated from, and the study's design.
-
-The truth is a Chinchilla surface L(N, D) = E + A / N^alpha + B / D^beta with flops per
-token c N^k (the same forms `report --fit` fits), so the compute-optimal N at C is where
-dL/dN = 0 along D = C / (c N^k):
-    N_opt^(alpha + k beta) = alpha A / (k beta B) (C / c)^beta,   a = beta / (alpha + k beta).
-"""
+"""A study's design: the model sizes run at each compute budget, each with its seeds."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Sequence
 
-# Chinchilla's published fit (Hoffmann et al. 2022) with 6 N flops per token: the truth
-# when no study of the user's own is given.
-CHINCHILLA = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28, c=6.0, k=1.0)
-
-
-@dataclass(frozen=True)
-class TrueLaw:
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
-    c: float = 6.0  # flops per token = c N^k
-    k: float = 1.0
-
-    def loss(self, n: float, d: float) -> float:
-        return self.E + self.A / n ** self.alpha + self.B / d ** self.beta
-
-    def tokens(self, compute: float, n: float) -> float:
-        return compute / (self.c * n ** self.k)
-
-    @property
-    def a(self) -> float:
-        return self.beta / (self.alpha + self.k * self.beta)
-
-    @property
-    def b(self) -> float:
-        return 1 - self.k * self.a
-
-    def n_opt(self, compute: float) -> float:
-        ratio = self.alpha * self.A / (self.k * self.beta * self.B) * (compute / self.c) ** self.beta
-        return ratio ** (1 / (self.alpha + self.k * self.beta))
-
-    def tokens_per_param(self, compute: float) -> float:
-        n = self.n_opt(compute)
-        return self.tokens(compute, n) / n
+from llm_sweep.scaling.law import Law
 
 
 @dataclass(frozen=True)
@@ -63,7 +22,7 @@ class Design:
     runs: tuple[PlannedRun, ...]
 
     @classmethod
-    def around_optimum(cls, law: TrueLaw, budgets: Sequence[float], shapes: int, spacing: float,
+    def around_optimum(cls, law: Law, budgets: Sequence[float], shapes: int, spacing: float,
                        seeds: int) -> Design:
         """`shapes` sizes per budget, `spacing` apart (a factor in N), centred on the law's
         N_opt at that budget."""

@@ -29,17 +29,17 @@ import numpy as np
 
 from llm_sweep.core.references import (SEED_COMPUTE, SEED_NON_EMBEDDING_PARAMS, SEED_PARAMS,
                                        SEED_TOKENS)
-from llm_sweep.report import fit_lbfgs, fit_varpro
-from llm_sweep.report.fit_compare import compare
-from llm_sweep.report.fit_data import (Data, Resample, RunPoint, bootstrap_draws, check_enough,
+from llm_sweep.scaling import lbfgs as fit_lbfgs, varpro as fit_varpro
+from llm_sweep.scaling.compare import compare
+from llm_sweep.scaling.points import (Data, Resample, RunPoint, bootstrap_draws, check_enough,
                                        collect, noise)
-from llm_sweep.report.fit_isoflop import approach2, budget_minimum, frontier
-from llm_sweep.report.fit_laws import PARAMETERS, FlopsPerToken, LossSurface
-from llm_sweep.report.fit_lbfgs import BLAS
-from llm_sweep.report.fit_optimum import outside_factor, tokens_per_param
-from llm_sweep.report.fit_result import FitInputs, FitResult, ScalingFit, SeedRun
-from llm_sweep.report.fit_rules import RULE
-from llm_sweep.report.fit_surface import bound_hits, loss_surface, parameters, surface_optimum
+from llm_sweep.scaling.approach2 import approach2, budget_minimum, frontier
+from llm_sweep.scaling.estimates import PARAMETERS, FlopsPerToken, LossSurface
+from llm_sweep.scaling.lbfgs import BLAS
+from llm_sweep.scaling.optimum import outside_factor, tokens_per_param
+from llm_sweep.scaling.fit_record import FitInputs, FitResult, ScalingFit, SeedRun
+from llm_sweep.scaling.rules import RULE
+from llm_sweep.scaling.surface import bound_hits, loss_surface, parameters, surface_optimum
 
 __all__ = ["RESAMPLES", "RunPoint", "fit_point_estimates", "fit_scaling", "outside_factor", "point_estimates"]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from llm_sweep.report.fit_laws import (Estimate, FlopsPerToken, Json, LossSurface, PowerLaws,
+from llm_sweep.scaling.estimates import (Estimate, FlopsPerToken, Json, LossSurface, PowerLaws,
                                        read_estimate)
-from llm_sweep.report.fit_rules import ConstraintRule
+from llm_sweep.scaling.rules import ConstraintRule
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Optional
 
 import numpy as np
 
-from llm_sweep.report.fit_laws import Bounds, Json
+from llm_sweep.scaling.estimates import Bounds, Json
 
 EXPONENT_CI_WIDTH = 0.1
 SIZE_CI_RATIO = 2.0

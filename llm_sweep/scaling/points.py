@@ -20,8 +20,7 @@ from typing import Hashable, Optional, Sequence
 import numpy as np
 
 from llm_sweep.core.errors import DataError
-from llm_sweep.report.fit_result import Noise
-from llm_sweep.report.runs import RunRow
+from llm_sweep.scaling.fit_record import Noise
 
 BINS_PER_DECADE = 4
 MIN_SHAPES = 3  # a parabola needs three sizes
@@ -66,24 +65,6 @@ class Data:
     @property
     def loss(self) -> np.ndarray:
         return np.array([losses.mean() for losses in self.seed_losses])
-
-
-def points_from_runs(rows: Sequence[RunRow]) -> tuple[list[RunPoint], dict[str, int]]:
-    """The runs a fit can use, and how many of the others were left out and why. A rerun of
-    a config with the same seed is not another sample of the noise: only its first counts."""
-    points, skipped, seen = [], defaultdict(int), set()
-    for row in rows:
-        if not row.finished:
-            skipped["not finished"] += 1
-        elif row.tokens is None or row.flops is None:
-            skipped["no tokens or compute logged"] += 1
-        elif (row.config_key, row.seed) in seen:
-            skipped["reruns of a config with the same seed"] += 1
-        else:
-            seen.add((row.config_key, row.seed))
-            points.append(RunPoint(row.params, row.non_embedding_params, row.tokens, row.flops,
-                                   row.val_loss, row.flops_budget, row.config_key))
-    return points, dict(skipped)
 
 
 def _order(point: RunPoint) -> tuple:

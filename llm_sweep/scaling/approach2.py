@@ -19,10 +19,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from llm_sweep.report.fit_data import MIN_BUDGETS, MIN_SHAPES, Data, Resample
-from llm_sweep.report.fit_laws import Constant, IsoflopMinimum, PowerLaws
-from llm_sweep.report.fit_optimum import optimum, rests_on
-from llm_sweep.report.fit_rules import RULE, interval, number
+from llm_sweep.scaling.points import MIN_BUDGETS, MIN_SHAPES, Data, Resample
+from llm_sweep.scaling.estimates import Constant, IsoflopMinimum, PowerLaws
+from llm_sweep.scaling.optimum import optimum, rests_on
+from llm_sweep.scaling.rules import RULE, interval, number
 
 
 def vertex(ln_n: np.ndarray, loss: np.ndarray) -> tuple[Optional[np.ndarray], float]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from llm_sweep.report.fit_laws import Estimate, Optimum
-from llm_sweep.report.fit_rules import RULE, interval, number
+from llm_sweep.scaling.estimates import Estimate, Optimum
+from llm_sweep.scaling.rules import RULE, interval, number
 
 
 def tokens_per_param(ln_c: float, ln_n: np.ndarray, per_token: np.ndarray) -> np.ndarray:

@@ -14,8 +14,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from llm_sweep.design.law import Design, TrueLaw
-from llm_sweep.report.fit import RunPoint
+from llm_sweep.scaling.design import Design
+from llm_sweep.scaling.law import Law
+from llm_sweep.scaling.fit import RunPoint
 
 # What each repeat estimates, and how close to the truth counts as pinned: an absolute
 # width for exponents, a factor for tokens/param.
@@ -52,7 +53,7 @@ class Simulation:
     spreads: tuple[Spread, ...]
 
 
-def draw_points(law: TrueLaw, design: Design, noise: float, rng: np.random.Generator) -> list[RunPoint]:
+def draw_points(law: Law, design: Design, noise: float, rng: np.random.Generator) -> list[RunPoint]:
     points = []
     for run in design.runs:
         tokens = law.tokens(run.compute, run.params)
@@ -63,7 +64,7 @@ def draw_points(law: TrueLaw, design: Design, noise: float, rng: np.random.Gener
     return points
 
 
-def simulate(law: TrueLaw, design: Design, noise: float, repeats: int, fit: PointFit,
+def simulate(law: Law, design: Design, noise: float, repeats: int, fit: PointFit,
              seed: int = 0) -> Simulation:
     rng = np.random.default_rng(seed)
     top = max(design.budgets)

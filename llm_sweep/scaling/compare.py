@@ -28,13 +28,13 @@ from typing import Optional
 
 import numpy as np
 
-from llm_sweep.report.fit_data import Data
-from llm_sweep.report.fit_isoflop import vertex
-from llm_sweep.report.fit_laws import Estimate, IsoflopMinimum, LossSurface, Optimum, PowerLaws
-from llm_sweep.report.fit_optimum import tokens_per_param
-from llm_sweep.report.fit_result import Comparison
-from llm_sweep.report.fit_rules import interval, number
-from llm_sweep.report.fit_surface import parameters, surface_optimum
+from llm_sweep.scaling.points import Data
+from llm_sweep.scaling.approach2 import vertex
+from llm_sweep.scaling.estimates import Estimate, IsoflopMinimum, LossSurface, Optimum, PowerLaws
+from llm_sweep.scaling.optimum import tokens_per_param
+from llm_sweep.scaling.fit_record import Comparison
+from llm_sweep.scaling.rules import interval, number
+from llm_sweep.scaling.surface import parameters, surface_optimum
 
 OFF_CENTRE = 0.25
 WIDE_REACH = 4.0

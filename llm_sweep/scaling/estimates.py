@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from llm_sweep.scaling.law import Law
+
 Bounds = tuple[Optional[float], Optional[float]]  # a 95% interval; None: an infinite bound
 Json = dict[str, Any]
 CONSTANTS = ("E", "A", "B", "alpha", "beta", "a", "b")  # Approach 3's, in fit.json's order
@@ -204,8 +206,7 @@ class LossSurface:
 
     def loss(self, n: Any, d: Any) -> Any:
         """The fitted L at N parameters and D tokens (numbers or arrays)."""
-        return self.E.value + self.A.value / np.power(n, self.alpha.value) + self.B.value / np.power(
-            d, self.beta.value)
+        return Law(*(getattr(self, name).value for name in PARAMETERS)).loss(n, d)
 
     @property
     def theta(self) -> np.ndarray:

@@ -18,7 +18,7 @@ import itertools
 
 import numpy as np
 
-from llm_sweep.report.fit_lbfgs import BLAS, HUBER_DELTA
+from llm_sweep.scaling.lbfgs import BLAS, HUBER_DELTA
 
 EXPONENT_BOX = (0.01, 3.0)  # alpha, beta: 0 would make N^-alpha the constant E already is
 GRID_POINTS = 24  # per exponent, log-spaced over the box: steps of 28%

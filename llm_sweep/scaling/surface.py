@@ -15,10 +15,10 @@ from typing import Optional
 
 import numpy as np
 
-from llm_sweep.report.fit_laws import PARAMETERS, Bounds, Constant, LossSurface, SurfaceSearch
-from llm_sweep.report.fit_lbfgs import HUBER_DELTA
-from llm_sweep.report.fit_optimum import optimum, rests_on
-from llm_sweep.report.fit_rules import RULE, interval, number
+from llm_sweep.scaling.estimates import PARAMETERS, Bounds, Constant, LossSurface, SurfaceSearch
+from llm_sweep.scaling.lbfgs import HUBER_DELTA
+from llm_sweep.scaling.optimum import optimum, rests_on
+from llm_sweep.scaling.rules import RULE, interval, number
 
 # Exponents: absolute; a positive bound of E, A or B: relative; a bound of 0: a term that
 # adds less than this share of the lowest loss anywhere in the runs is absent.
