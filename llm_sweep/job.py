@@ -25,8 +25,9 @@ from llm_sweep.core import console
 from llm_sweep.core.config import RunConfig, load_config
 from llm_sweep.core.console import exit_with_error
 from llm_sweep.core.errors import ConfigError, LlmSweepError, PeerLost
-from llm_sweep.core.run_record import (STATUS_FAILED, STATUS_FINISHED, STATUS_KILLED, STATUS_PRUNED,
-                                       STATUS_RUNNING, config_hash, read_status, write_status)
+from llm_sweep.core.run_record import (MLFLOW_FAILED, MLFLOW_FINISHED, MLFLOW_KILLED, STATUS_FAILED,
+                                       STATUS_FINISHED, STATUS_KILLED, STATUS_PRUNED, STATUS_RUNNING,
+                                       config_hash, read_status, write_status)
 from llm_sweep.core.world import World
 from llm_sweep.training.stop import RunInterrupted, RunPruned, StopRequest
 
@@ -129,7 +130,7 @@ def _train_tracked(run: RunConfig, record: JobRecord, world: World) -> float:
     except RunPruned as exc:
         _stopped(record, STATUS_PRUNED, str(exc))
         return math.nan
-    tracker.finish("FINISHED", summary=summary)
+    tracker.finish(MLFLOW_FINISHED, summary=summary)
     record.status(STATUS_FINISHED, val_loss=summary["val_loss"], val_ppl=summary["val_ppl"],
                   val_acc=summary["val_acc"])
     return summary["val_loss"]
@@ -147,7 +148,7 @@ def pruning_sinks(stop: StopRequest) -> list:
 def _stopped(record: JobRecord, status: str, reason: str) -> None:
     """A run that ended early on request: KILLED in MLflow, `status` in the status file."""
     if record.tracker is not None:
-        record.tracker.finish("KILLED", error=reason)
+        record.tracker.finish(MLFLOW_KILLED, error=reason)
     record.status(status, error=reason)
 
 
@@ -169,7 +170,7 @@ def _failed(cfg: DictConfig, record: JobRecord, exc: Exception, keep_going: bool
     if not isinstance(exc, RunDirTaken):
         record.status(STATUS_FAILED, error=message)
     if record.tracker is not None:
-        record.tracker.finish("FAILED", error=one_line(exc, with_type=True))
+        record.tracker.finish(MLFLOW_FAILED, error=one_line(exc, with_type=True))
     elif keep_going and record.main:
         _track_failed_job(cfg, record, one_line(exc, with_type=True))
     if keep_going:

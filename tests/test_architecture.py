@@ -23,7 +23,7 @@ LAYERS = [
     ("entry points", ["llm_sweep.job", "llm_sweep.__main__", "llm_sweep.bench.cli", "llm_sweep.bench.__main__",
                       "llm_sweep.plan.cli", "llm_sweep.plan.__main__", "llm_sweep.report.cli",
                       "llm_sweep.report.__main__", "llm_sweep.coordcheck.cli", "llm_sweep.coordcheck.__main__",
-                      "llm_sweep.design.cli", "llm_sweep.design.__main__",
+                      "llm_sweep.design.cli", "llm_sweep.design.__main__", "llm_sweep.design.calibrate",
                       "llm_sweep.export", "llm_sweep.prepare", "llm_sweep"]),
 ]
 PACKAGES = ("llm_sweep", "hydra_plugins")

@@ -30,3 +30,14 @@ def test_progress_after_step_looks_one_step_ahead():
     assert budget.progress_after_step(Spent(step=9), 100, 0.5) == 1.0
     timed = Budget(BudgetConfig(time="10s"))
     assert timed.progress_after_step(Spent(train_s=4.0), 100, 1.0) == 0.5
+
+
+def test_a_label_reads_back_as_the_params_it_was_made_from():
+    """Only an older runs.csv needs this: its budget column is all it says of the budget."""
+    budget = Budget(BudgetConfig(time="3h", steps=200, tokens=1_000_000, flops=8e12), strict=False)
+    params = Budget.params_in_label(budget.label())
+    assert params == {"budget.time": "3h", "budget.steps": "200", "budget.tokens": "1000000",
+                      "budget.flops": "8e+12"}
+    assert Budget.from_params(params).label() == budget.label()
+    assert Budget.from_params(params).cfg.flops == 8e12
+    assert Budget.params_in_label("none") == {}

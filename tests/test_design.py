@@ -2,17 +2,19 @@
 studies through the project's own fit, whose spread follows the noise and the design."""
 from __future__ import annotations
 
-import csv
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
 from conftest import REPO
+from llm_sweep.core.errors import DataError
 from llm_sweep.design import cli as design
-from llm_sweep.design.inputs import law_from_fit, read_design, realised_scatter
+from llm_sweep.design.inputs import law_from_fit, noise_level, read_design, realised_scatter
+from llm_sweep.report.tables import read_csv, write_csv
 from llm_sweep.scaling.design import Design, log_spacing
 from llm_sweep.scaling.law import CHINCHILLA, Law
 from llm_sweep.scaling.simulate import draw_points, simulate
@@ -112,10 +114,32 @@ def test_the_command_prints_the_table_and_the_cost(capsys):
 
 def test_a_study_design_comes_from_its_runs_csv():
     plan = read_design(CPU_STUDY / "runs.csv", 1)
-    with open(CPU_STUDY / "runs.csv") as f:
-        budgets = {float(r["budget"].split()[0]) for r in csv.DictReader(f) if r["status"] == "FINISHED"}
+    budgets = {row.flops_budget for row in read_csv(CPU_STUDY / "runs.csv") if row.finished}
     assert plan.budgets == tuple(sorted(budgets))
     assert plan.jobs >= len(plan.runs) and len(plan.runs) == len({(r.compute, r.params) for r in plan.runs})
+
+
+def test_the_design_reads_the_flop_budget_and_config_not_the_label(tmp_path):
+    """A runs.csv with the `flops_budget` and `config` columns: its budget label is for
+    reading only, and the designer finds the same study whatever the label says."""
+    rows = read_csv(CPU_STUDY / "runs.csv")
+    write_csv([replace(row, budget="relabelled") for row in rows], tmp_path / "runs.csv")
+    assert read_design(tmp_path / "runs.csv", 1) == read_design(CPU_STUDY / "runs.csv", 1)
+
+
+def test_the_law_and_seed_noise_come_from_the_fit_record(tmp_path):
+    """Variable projection's law where the fit has one, else Approach 3's; the pooled seed
+    noise; a file that is no fit.json is one DataError naming --law."""
+    committed = json.loads((CPU_STUDY / "fit.json").read_text())
+    law, varpro = law_from_fit(CPU_STUDY / "fit.json"), committed["approach3_varpro"]
+    assert (law.alpha, law.beta, law.k) == (varpro["alpha"], varpro["beta"], committed["flops_per_token"]["exponent"])
+    older = REPO / "tests" / "fixtures" / "fit_older_report.json"
+    assert law_from_fit(older).alpha == json.loads(older.read_text())["approach3"]["alpha"]
+    noise, source = noise_level("seed", CPU_STUDY / "fit.json", None, law, 0.5)
+    assert noise == committed["noise"]["pooled_sd"] and "pooled seed noise" in source
+    (tmp_path / "fit.json").write_text('{"approach3": {}}')
+    with pytest.raises(DataError, match="--law .*fit.json: not a fit.json of report --fit"):
+        law_from_fit(tmp_path / "fit.json")
 
 
 def test_bad_noise_is_one_line(capsys):

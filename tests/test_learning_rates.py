@@ -11,7 +11,8 @@ import pytest
 
 from llm_sweep.report import cli as report
 from llm_sweep.report.learning_rates import lr_curves, lr_fairness, transfers
-from llm_sweep.report.runs import RunRow
+from llm_sweep.report.rows import RunRow, config_key
+from llm_sweep.report.tables import read_csv
 from test_report import Spec, log_run, new_store
 
 LRS = tuple(5e-4 * 2**i for i in range(8))  # 5e-4 .. 6.4e-2, a factor of 2 apart
@@ -27,8 +28,8 @@ def row(n_layer: int, n_embd: int, lr: float, loss: float, parametrization: str 
     return RunRow(f"{n_layer}x{n_embd}-{lr:g}-{parametrization}-{seed}", "run", "e", "FINISHED", "custom",
                   "llama", n_layer, n_embd, n_embd // 64, 10_000, 8_000, "adamw", lr, "200 steps", seed,
                   val_loss=loss, parametrization=parametrization, base_width=base_width,
-                  config_key=(("model.n_embd", str(n_embd)), ("model.n_layer", str(n_layer)),
-                              ("optim.lr", str(lr)), ("model.parametrization", parametrization)))
+                  config_key=config_key({"model.n_embd": str(n_embd), "model.n_layer": str(n_layer),
+                                         "optim.lr": str(lr), "model.parametrization": parametrization}))
 
 
 def test_the_optimum_is_the_parabola_vertex_between_grid_points():
@@ -88,6 +89,9 @@ def test_depth_curves_form_a_depth_transfer():
     # muP across depths: no promise
     ({"a": [row(2, 64, 4e-3, 2.1, "mup", base_width=64)],
       "b": [row(4, 64, 4e-3, 2.0, "mup", base_width=64)]}, "transferred", None),
+    # CompleteP across depths: its promise
+    ({"a": [row(2, 64, 4e-3, 2.1, "completep", base_width=64)],
+      "b": [row(4, 64, 4e-3, 2.0, "completep", base_width=64)]}, "transferred", True),
     # each shape its own single lr (a preset's): cannot tell
     ({"a": [row(2, 64, 4e-3, 2.1)], "b": [row(2, 128, 2e-3, 2.0)]}, "set per shape", None),
     # one shape tuned, the other not
@@ -140,3 +144,16 @@ def test_report_finds_each_optimum_and_the_transfer_verdicts(reported):
     assert "Learning rates: every shape ran its own grid of learning rates" in summary
     rows = (reported / "runs.csv").read_text().splitlines()
     assert "parametrization" in rows[0] and any(",mup,64," in line for line in rows[1:])
+
+
+@pytest.mark.slow
+def test_the_runs_csv_gives_the_curves_mlflow_gave(reported):
+    """Read back from runs.csv (a committed result's only record), the runs form the same
+    curves, one per shape and parametrization: the lr is left out of the config key there
+    as it is in MLflow's."""
+    curves = lr_curves(read_csv(reported / "runs.csv"))
+    assert len(curves) == 2 * len(WIDTHS) and all(len(curve.points) == len(LRS) for curve in curves)
+    optima = {(curve.transfer, curve.n_embd): curve.optimum for curve in curves}
+    for width in WIDTHS:
+        assert optima[("sp", width)] == pytest.approx(SP_OPTIMUM * 64 / width, rel=1e-4)
+        assert optima[("mup (base width 64)", width)] == pytest.approx(MUP_OPTIMUM, rel=1e-4)

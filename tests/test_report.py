@@ -3,17 +3,21 @@ client into a temporary SQLite store (created once for the module)."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from conftest import REPO
 from llm_sweep.report import cli as report
+from llm_sweep.report.rows import config_key
 from llm_sweep.report.runs import fetch_runs
+from llm_sweep.report.tables import read_csv, sorted_rows, write_csv
 from llm_sweep.report.write import write_report
 
 VOCAB = 50304
@@ -177,6 +181,40 @@ def test_runs_csv_equals_the_logged_metrics(store):
 
 
 @pytest.mark.slow
+def test_runs_csv_reads_back_the_rows_mlflow_gave(store):
+    """Every field but the curve (runs.csv has none), the config key and the FLOP budget
+    included: seeds of one config share a key, and only they."""
+    fetched = sorted_rows(fetch_runs(store.client, parent=store.parent_id))
+    read = read_csv(store.out / "runs.csv")
+    assert read == [replace(row, curve=()) for row in fetched]
+    keys = {row.name: row.config_key for row in read}
+    assert keys["ref-s1"] == keys["ref-s2"] == keys["ref-s3"] != keys["sophia64"]
+    assert len(set(keys.values())) == len(SPECS) - 2
+    assert ("budget.time", "60s") in keys["ref-s1"] and all(row.flops_budget is None for row in read)
+    with open(store.out / "runs.csv") as f:
+        first = next(csv.DictReader(f))
+    assert config_key(json.loads(first["config"])) == keys[first["run"]]
+
+
+def test_an_older_runs_csv_reads_as_a_newer_one_does(tmp_path):
+    """A runs.csv written before the `config` and `flops_budget` columns (the committed
+    study's): its FLOP budgets and configs come from the columns that stand for them, and
+    written again with both columns it reads back the same."""
+    older = REPO / "docs" / "results" / "isoflop_mup" / "runs.csv"
+    assert "config" not in older.read_text().splitlines()[0].split(",")
+    rows = read_csv(older)
+    assert {row.flops_budget for row in rows} == {1e12, 4e12, 8e12}
+    assert all(("budget.flops", row.budget.split()[0]) in row.config_key for row in rows)
+    by_config: dict[tuple, set] = {}
+    for row in rows:
+        by_config.setdefault(row.config_key, set()).add((row.params, row.budget, row.lr))
+    assert all(len(seeds) == 1 for seeds in by_config.values())  # one size, budget and lr each
+    assert len(by_config) < len(rows)  # some configs ran several seeds
+    write_csv(rows, tmp_path / "runs.csv")
+    assert read_csv(tmp_path / "runs.csv") == sorted_rows(rows)
+
+
+@pytest.mark.slow
 def test_val_curve_is_aligned_by_step(store):
     rows = {row.name: row for row in fetch_runs(store.client, parent=store.parent_id)}
     curve = rows["wide192"].curve  # 20 steps: evaluations at 10 and 20, train logs every 4
@@ -191,7 +229,8 @@ def test_shape_conclusion_follows_the_data(store):
     summary = (store.out / "summary.md").read_text()
     assert "best wider: custom 2x192" in summary and "2.7000" in summary
     assert "best deeper: custom 6x64" in summary and "2.8500" in summary
-    assert "Best wider vs best deeper: one seed: no verdict" in summary  # one seed each
+    assert ("Best wider vs best deeper: one seed on custom 2x192 (wider) and custom 6x64 (deeper): no verdict"
+            in summary)  # one seed each, named
     assert "Reference shape: custom 2x64" in summary and "mean of 3 seeds" in summary
     # Every shape ran lr 1e-3 in sp: the seed's case, said to be unfair.
     assert ("Learning rates: every shape ran one learning rate, 0.001, in the standard "
@@ -202,13 +241,15 @@ def test_shape_conclusion_follows_the_data(store):
 @pytest.mark.slow
 def test_seed_spread_qualifies_the_optimizer_comparison(store):
     summary = (store.out / "summary.md").read_text()
-    assert "Seed-to-seed spread: 0.0200 (max - min final val loss over 3 seeds" in summary
+    assert "Seed-to-seed sd of final val loss: 0.0100 (95% interval 0.0052 to 0.0628)" in summary  # 2 dof
+    assert "the widest max - min over one config's seeds: 0.0200" in summary
     optimizers = summary.split("## Optimizers")[1].splitlines()[1:5]
     assert optimizers == [
         "- 3.32M params: sophiag 2.9950 (sophia64); adamw 3.0100 (ref-s1, mean of 3 seeds)",
-        "  adamw (3.32M params) vs sophiag (3.32M params): one seed: no verdict",
+        "  adamw (3.32M params) vs sophiag (3.32M params): one seed on sophiag (3.32M params): no verdict",
         "- 6.83M params: sophiag 2.7500 (sophia128); adamw 2.8000 (wide128)",
-        "  adamw (6.83M params) vs sophiag (6.83M params): one seed: no verdict",
+        "  adamw (6.83M params) vs sophiag (6.83M params): one seed on adamw (6.83M params) and sophiag "
+        "(6.83M params): no verdict",
     ]
 
 
@@ -249,7 +290,7 @@ def test_too_few_runs_are_said_to_be_too_few(store, tmp_path):
     assert "Too few runs to compare shapes: no wider shape was run." in summary
     assert "best wider" not in summary and "Wider is lower" not in summary
     assert "No config was run with several seeds, so the run-to-run noise is unknown" in summary
-    assert "adamw (3.32M params) vs sophiag (3.32M params): one seed: no verdict" in summary
+    assert "adamw (3.32M params) vs sophiag (3.32M params): one seed on adamw (3.32M params) and sophiag" in summary
 
 
 def test_missing_store_is_an_error_and_is_not_created(tmp_path, monkeypatch, capsys):

@@ -16,9 +16,10 @@ from mlflow.entities import Metric, Param
 from conftest import REPO
 from llm_sweep.report import cli as report
 from llm_sweep.report.analysis import ConfigResult
-from llm_sweep.report.runs import RunRow
+from llm_sweep.report.rows import RunRow
 from llm_sweep.report.shape_residuals import FitRange, residual_of, split_gap
 from llm_sweep.report.shape_summary import load_law
+from llm_sweep.scaling.law import Law as TrueLaw
 from llm_sweep.scaling.verdicts import SHAPE_RESIDUAL
 from test_report import new_store
 
@@ -26,15 +27,18 @@ LAW_FILE = REPO / "docs" / "results" / "isoflop" / "fit.json"
 
 
 @dataclass(frozen=True)
-class Law:
+class Law(TrueLaw):
+    """A known L(N, D), with bootstrap refits as a fitted law carries them (none: exact)."""
+
     E: float = 1.5
     A: float = 40.0
     B: float = 300.0
     alpha: float = 0.4
     beta: float = 0.3
+    refits: tuple = ()
 
-    def loss(self, n: float, d: float) -> float:
-        return self.E + self.A / n ** self.alpha + self.B / d ** self.beta
+    def refit_losses(self, n: float, d: float) -> np.ndarray:
+        return np.array([TrueLaw(*refit).loss(n, d) for refit in self.refits])
 
 
 def row(name: str, n_layer: int, n_embd: int, params: int, tokens: float, loss: float, seed: int) -> RunRow:
@@ -74,7 +78,26 @@ def test_same_parameters_put_the_whole_predicted_gap_in_tokens():
     assert split.from_params == 0
     assert split.from_tokens == pytest.approx(law.loss(2e5, 4e6) - law.loss(2e5, 1e6))
     assert split.from_shape == pytest.approx(0, abs=1e-12) and fast.interval is None
-    assert split.shape.verdict == "one seed: no verdict"
+    assert split.shape.verdict == "one seed on fast and slow: no verdict"
+
+
+def test_the_shape_verdict_carries_the_law_error():
+    """Refits that disagree about L(a) - L(b) widen the shape interval and can take a win away."""
+    exact = Law()
+    wide = config(*(row("wide", 2, 128, 400_000, 2e6, exact.loss(4e5, 2e6) - 0.05 + e, s)
+                    for s, e in enumerate((-0.002, 0.0, 0.002))))
+    deep = config(*(row("deep", 8, 64, 100_000, 8e6, exact.loss(1e5, 8e6) + e, s)
+                    for s, e in enumerate((-0.002, 0.0, 0.002))))
+    rng = np.random.default_rng(0)
+    refits = tuple((1.5 + rng.normal(0, 0.03), 40.0, 300.0, 0.4, 0.3) for _ in range(200))
+    loose = Law(refits=tuple((e, 40.0 * np.exp(rng.normal(0, 0.3)), 300.0, 0.4, 0.3) for e, *_ in refits))
+    plain = split_gap(residual_of(wide, "wide", exact, EVERYWHERE), residual_of(deep, "deep", exact, EVERYWHERE),
+                      exact, 10)
+    carried = split_gap(residual_of(wide, "wide", loose, EVERYWHERE), residual_of(deep, "deep", loose, EVERYWHERE),
+                        loose, 10)
+    assert plain.shape.law_sd is None and "wide beats deep" in plain.shape.verdict
+    assert carried.shape.law_sd > 0.01 and "not distinguishable" in carried.shape.verdict
+    assert (carried.shape.diff_ci[1] - carried.shape.diff_ci[0]) > 3 * (plain.shape.diff_ci[1] - plain.shape.diff_ci[0])
 
 
 def test_a_run_outside_the_fitted_sizes_is_marked():

@@ -11,16 +11,18 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunStatus
 from omegaconf import OmegaConf
 
 from llm_sweep.core.config import RunConfig
-from llm_sweep.core.run_record import PARENT_FILE, config_hash
+from llm_sweep.core.run_record import (MLFLOW_FAILED, MLFLOW_FINISHED, MLFLOW_KILLED, PARENT_FILE, STATUSES,
+                                       config_hash)
 from llm_sweep.models.build import build_model
 from llm_sweep.tracking import NullTracker, start_tracking
 from llm_sweep.tracking.callback import MlflowSweepCallback
 from llm_sweep.tracking.describe import (JobContext, derived_params, experiment_name,
                                          flatten_params, git_tags, run_name)
+from llm_sweep.tracking.import_runs import MLFLOW_STATUS
 from llm_sweep.tracking.loss_curve import plot_loss_curve, read_loss_curves
 from llm_sweep.tracking.metric_queue import BackgroundMetricLogger
 from llm_sweep.tracking.mlflow_run import MlflowTracker, UntrackedRun
@@ -287,9 +289,16 @@ def test_a_finished_run_has_params_tags_metrics_artifacts(store_uri, client, tmp
     assert json.loads(Path(summary).read_text()) == {"val_loss": 3.5}
 
 
+def test_the_mlflow_statuses_are_mlflows_own_and_every_job_status_has_one():
+    assert [RunStatus.from_string(s) for s in (MLFLOW_FINISHED, MLFLOW_FAILED, MLFLOW_KILLED)] == [
+        RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED]
+    assert set(MLFLOW_STATUS) == set(STATUSES)
+    assert set(MLFLOW_STATUS.values()) == {MLFLOW_FINISHED, MLFLOW_FAILED, MLFLOW_KILLED}
+
+
 @pytest.mark.parametrize("status, error", [
-    ("FAILED", "TrainingDiverged: train/loss became nan at step 3"),
-    ("KILLED", "interrupted"),
+    (MLFLOW_FAILED, "TrainingDiverged: train/loss became nan at step 3"),
+    (MLFLOW_KILLED, "interrupted"),
 ])
 def test_a_failed_or_killed_run_records_why(store_uri, client, tmp_path, status, error):
     run = tiny_run(store_uri, "unit-failed")

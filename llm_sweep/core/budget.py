@@ -19,6 +19,7 @@ KINDS = ("time", "steps", "tokens", "flops")
 NULLS = ("None", "null", "")  # how a param logged from None can read
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_LABEL_UNITS = {" steps": "steps", " tokens": "tokens", " FLOPs": "flops"}  # label(): a time has none
 
 
 def parse_duration(value: Any, key: str = "budget.time") -> float:
@@ -126,16 +127,22 @@ class Budget:
         return " / ".join(parts) or "none"
 
     @staticmethod
-    def flops_in_label(label: str) -> Optional[float]:
-        """The FLOP budget a `label()` names, if any."""
-        parts = [part for part in label.split(" / ") if part.endswith(" FLOPs")]
-        return float(parts[0][: -len(" FLOPs")]) if parts else None
+    def params_in_label(label: str) -> dict[str, str]:
+        """The `budget.*` params a `label()` stands for: `8e+12 FLOPs / 3h` ->
+        {"budget.flops": "8e+12", "budget.time": "3h"}. Only for a runs.csv written before it
+        held a run's config and FLOP budget as columns; everything else reads the params."""
+        params = {}
+        for part in label.split(" / "):
+            if part and part != "none":
+                unit = next((unit for unit in _LABEL_UNITS if part.endswith(unit)), "")
+                params[f"budget.{_LABEL_UNITS.get(unit, 'time')}"] = part[: len(part) - len(unit)]
+        return params
 
     @staticmethod
     def label_has_time(label: str) -> bool:
         """Whether a `label()` includes a time budget (its one part without a unit)."""
-        units = (" steps", " tokens", " FLOPs")
-        return any(part and part != "none" and not part.endswith(units) for part in label.split(" / "))
+        return any(part and part != "none" and not part.endswith(tuple(_LABEL_UNITS))
+                   for part in label.split(" / "))
 
     def steps_allowed(self, tokens_per_step: int, tokens_per_s: float) -> dict[str, float]:
         """Optimizer steps each budget that is set allows (training stops at the first step

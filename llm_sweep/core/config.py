@@ -245,3 +245,8 @@ def _group_schema(field: dataclasses.Field) -> Any:
     """The dataclass of a config group field (`model`), None for a leaf (`seed`)."""
     default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
     return type(default) if dataclasses.is_dataclass(default) else None
+
+
+# The learning rate's param: what the reports read a run's lr from and what its lr curves
+# vary (not the logged metric `lr`, the scheduled value at each step).
+LR_PARAM = config_param("optim.lr")

@@ -15,7 +15,8 @@ from typing import Any, Optional
 from llm_sweep.core.rules import rule
 
 ARCHS = ("gpt2", "llama")
-PARAMETRIZATIONS = ("sp", "mup", "completep")
+SP, MUP, COMPLETEP = "sp", "mup", "completep"
+PARAMETRIZATIONS = (SP, MUP, COMPLETEP)
 VOCAB_MULTIPLE = 64  # embedding and LM-head rows padded to this, for efficient matmuls
 GPT2_TOKEN_IDS = 50257  # the default tokenizer's (data.tokenizer=gpt2), for configs without data
 
@@ -67,7 +68,7 @@ class ModelConfig:
     rmsnorm_eps: float = field(default=1e-5, metadata=rule(gt=0))
 
     # How init, per-layer learning rates and multipliers follow the shape: sp | mup | completep.
-    parametrization: str = field(default="sp", metadata=rule(choices=PARAMETRIZATIONS))
+    parametrization: str = field(default=SP, metadata=rule(choices=PARAMETRIZATIONS))
     # The n_embd (mup, completep) and n_layer (completep) the hyperparameters were tuned at.
     # Required where used, never guessed: a wrong base silently moves every learning rate.
     # sp ignores both, and mup ignores base_depth, so one sweep can compare parametrizations.
@@ -94,9 +95,9 @@ class ModelConfig:
 def parametrization_label(m: ModelConfig | Any) -> str:
     """`sp`, `mup (base width 256)`, `completep (base 2 x 256)`: what plan and reports show,
     of a model config or of anything with its three fields (a report's run row)."""
-    if m.parametrization == "mup":
+    if m.parametrization == MUP:
         return f"mup (base width {m.base_width})"
-    if m.parametrization == "completep":
+    if m.parametrization == COMPLETEP:
         return f"completep (base {m.base_depth} x {m.base_width})"
     return m.parametrization
 

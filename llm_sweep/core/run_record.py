@@ -1,4 +1,5 @@
-"""What a run leaves behind: file names, status values, the config hash, metric and param names.
+"""What a run leaves behind: file names, status values (its own and MLflow's), the config hash,
+metric and param names.
 
 The job writes these files, the tracker and the sweep callbacks read them, the report
 and the Optuna sweeper rely on the names. This module is the one place that defines
@@ -41,6 +42,12 @@ STATUS_FAILED = "failed"
 STATUS_PRUNED = "pruned"
 STATUS_KILLED = "killed"
 STATUSES = (STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_PRUNED, STATUS_KILLED)
+
+# --- MLflow's run statuses: how a tracked run ended, as the tracker records it and the
+# sweep's parent, the importer and the report read it --------------------------------------
+MLFLOW_FINISHED = "FINISHED"
+MLFLOW_FAILED = "FAILED"
+MLFLOW_KILLED = "KILLED"
 
 # --- metric names (MLflow keys and metrics.jsonl fields) ----------------------------------
 TRAIN_LOSS = "train/loss"

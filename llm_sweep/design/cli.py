@@ -24,7 +24,7 @@ from typing import Optional
 
 from llm_sweep.core import console
 from llm_sweep.core.console import user_errors
-from llm_sweep.design.inputs import law_from_fit, noise_level, read_design
+from llm_sweep.design.inputs import law_from_fit, noise_level, positive_floats, read_design
 from llm_sweep.scaling.design import Design, log_spacing
 from llm_sweep.scaling.law import CHINCHILLA, Law
 from llm_sweep.scaling.simulate import simulate
@@ -34,21 +34,11 @@ from llm_sweep.scaling.fit import fit_point_estimates
 DEFAULT_NOISE = 0.013  # the pooled seed noise of the committed CPU iso-FLOP study
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
-
-
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m llm_sweep.design", description=__doc__.splitlines()[0])
     parser.add_argument("--law", type=Path, metavar="FIT.json", help="the truth: a fit.json of report --fit "
                                                                     "(default: Chinchilla's published law)")
-    parser.add_argument("--budgets", type=_floats, metavar="C1,C2,...", help="compute budgets in FLOPs")
+    parser.add_argument("--budgets", type=positive_floats, metavar="C1,C2,...", help="compute budgets in FLOPs")
     parser.add_argument("--shapes", type=int, default=7, help="model sizes per budget (default 7)")
     parser.add_argument("--span", type=float, default=8.0,
                         help="factor between a budget's largest and smallest size, centred on the "

@@ -1,64 +1,69 @@
-"""What a design is simulated from: the law of a fit.json, the runs of a runs.csv, the noise."""
+"""What a design is simulated from: the law of a fit.json, the runs of a runs.csv, the noise.
+Both files are read through the records that write them (FitResult, RunRow), so a renamed
+key or column fails there, not here."""
 from __future__ import annotations
 
-import csv
+import argparse
 import json
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from llm_sweep.core.errors import ConfigError, DataError
+from llm_sweep.report.rows import ConfigKey, RunRow
+from llm_sweep.report.tables import read_csv
 from llm_sweep.scaling.design import Design, PlannedRun
+from llm_sweep.scaling.fit_record import FitResult
 from llm_sweep.scaling.law import Law
 
-FLOPS_SUFFIX = " FLOPs"  # how runs.csv writes a FLOP budget: "6.25e+12 FLOPs"
 
-
-def _read_json(path: Path) -> dict:
+def read_fit(path: Path) -> FitResult:
     try:
-        return json.loads(path.read_text())
+        return FitResult.from_json(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"--law {path}: not a readable fit.json ({exc})") from exc
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"--law {path}: not a fit.json of report --fit (no {exc})") from exc
 
 
 def law_from_fit(path: Path) -> Law:
     """Approach 3's law (by variable projection where the fit has it) and the flops per
-    token of a fit.json (report --fit)."""
-    fit = _read_json(path)
-    try:
-        surface, flops = fit.get("approach3_varpro") or fit["approach3"], fit["flops_per_token"]
-        return Law(surface["E"], surface["A"], surface["B"], surface["alpha"], surface["beta"],
-                       flops["coefficient"], flops["exponent"])
-    except (KeyError, TypeError) as exc:
-        raise DataError(f"--law {path}: no Approach-3 law in it (missing {exc})") from exc
+    token of a fit.json (report --fit), N = all parameters."""
+    fit = read_fit(path).total
+    surface, flops = fit.law, fit.flops_per_token
+    if not surface.fitted:
+        raise DataError(f"--law {path}: its Approach-3 law has a constant without a value")
+    return Law(E=surface.E.value, A=surface.A.value, B=surface.B.value, alpha=surface.alpha.value,
+               beta=surface.beta.value, c=flops.coefficient, k=flops.exponent)
 
 
-def _study_runs(path: Path) -> list[dict]:
+def _study_runs(path: Path) -> list[RunRow]:
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_csv(path)
     except OSError as exc:
         raise DataError(f"--runs {path}: {exc}") from exc
-    runs = [row for row in rows if row.get("status") == "FINISHED" and row.get("val_loss")
-            and str(row.get("budget", "")).endswith(FLOPS_SUFFIX)]
+    runs = [row for row in rows if row.finished and row.flops_budget is not None]
     if not runs:
         raise DataError(f"--runs {path}: no finished runs with a FLOP budget (a runs.csv of report)")
     return runs
 
 
-def _best_configs(path: Path) -> dict[tuple[float, float], list[dict]]:
+def _mean_loss(rows: Sequence[RunRow]) -> float:
+    return statistics.fmean(row.val_loss for row in rows)
+
+
+def _best_configs(path: Path) -> dict[tuple[float, float], list[RunRow]]:
     """Per (budget, size), the seeds of the config the fit keeps: the lowest mean loss."""
-    configs: dict[tuple, list[dict]] = defaultdict(list)
+    configs: dict[ConfigKey, list[RunRow]] = defaultdict(list)
     for row in _study_runs(path):
-        compute = float(row["budget"][: -len(FLOPS_SUFFIX)])
-        configs[(compute, float(row["params"]), row["lr"], row["optimizer"])].append(row)
-    best: dict[tuple[float, float], list[dict]] = {}
-    for (compute, n, *_), seeds in configs.items():
-        loss = statistics.fmean(float(r["val_loss"]) for r in seeds)
-        if (compute, n) not in best or loss < statistics.fmean(float(r["val_loss"]) for r in best[(compute, n)]):
-            best[(compute, n)] = seeds
+        configs[row.config_key].append(row)
+    best: dict[tuple[float, float], list[RunRow]] = {}
+    for seeds in configs.values():
+        at = (seeds[0].flops_budget, float(seeds[0].params))
+        if at not in best or _mean_loss(seeds) < _mean_loss(best[at]):
+            best[at] = seeds
     return best
 
 
@@ -73,8 +78,7 @@ def realised_scatter(path: Path, law: Law) -> float:
     """The root mean square of a study's points around the law: its configs' mean losses
     minus L(N, D). The plug-in value (over n, not n - 5): what a bootstrap of those points
     resamples, so a design simulated at it predicts the intervals that study's fit reports."""
-    residuals = [statistics.fmean(float(r["val_loss"]) for r in rows)
-                 - law.loss(n, statistics.fmean(float(r["tokens"]) for r in rows))
+    residuals = [_mean_loss(rows) - law.loss(n, statistics.fmean(row.tokens for row in rows))
                  for (_, n), rows in _best_configs(path).items()]
     if len(residuals) <= 5:
         raise DataError(f"--runs {path}: {len(residuals)} configs, too few for a scatter around 5 constants")
@@ -89,7 +93,7 @@ def noise_level(given: str, law_path: Optional[Path], runs: Optional[Path], law:
             raise ConfigError("--noise scatter needs --runs RUNS.csv (and its --law)")
         return realised_scatter(runs, law), f"the realised scatter of {runs} around the law"
     if given == "seed":
-        pooled = _read_json(law_path).get("noise", {}).get("pooled_sd") if law_path else None
+        pooled = read_fit(law_path).noise.pooled_sd if law_path else None
         if pooled:
             return float(pooled), f"the pooled seed noise of {law_path}"
         return default, "the default seed noise (the committed CPU study's)"
@@ -100,3 +104,13 @@ def noise_level(given: str, law_path: Optional[Path], runs: Optional[Path], law:
     if not value > 0:
         raise ConfigError(f"--noise {given!r}: expected a positive number, seed or scatter")
     return value, "--noise"
+
+
+def positive_floats(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values

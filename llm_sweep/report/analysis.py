@@ -11,8 +11,9 @@ the reference shape, the optimizers at each size) is judged over the seeds of it
 configs on each final metric (llm_sweep.scaling.verdicts), one value per seed: reruns of
 one seed are averaged, as they are not independent draws.
 
-Noise: the largest max-min spread of final val loss over the seeds of any repeated
-config, the yardstick for how close to the lowest loss another run lies.
+Noise: the seeds' sd of final val loss pooled over every repeated config, with its
+interval and degrees of freedom (llm_sweep.scaling.fit_record.Noise), and the largest
+max-min spread, the yardstick for how close to the lowest loss another config lies.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from typing import Callable, Hashable, Iterable, Optional, Sequence
 from llm_sweep.core.run_record import FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL
 from llm_sweep.report.learning_rates import (LrCurve, LrFairness, Transfer, lr_curves, lr_fairness,
                                              transfers)
-from llm_sweep.report.runs import RunRow
+from llm_sweep.report.rows import RunRow
 from llm_sweep.report.tables import si
+from llm_sweep.scaling.fit_record import Noise
 from llm_sweep.scaling.verdicts import Comparison, compare
 
 REFERENCE_PRESET = "noam"  # the seed's baseline shape
@@ -93,12 +95,6 @@ def matchup(a_label: str, a: ConfigResult, b_label: str, b: ConfigResult) -> Mat
         if a_values and b_values:
             comparisons.append(compare(metric, a_label, a_values, b_label, b_values))
     return Matchup(a, b, tuple(comparisons))
-
-
-@dataclass(frozen=True)
-class Noise:
-    spread: float  # max - min final val loss over the seeds of `config`
-    config: ConfigResult
 
 
 @dataclass(frozen=True)
@@ -174,11 +170,9 @@ def group_configs(rows: Iterable[RunRow]) -> list[ConfigResult]:
 
 
 def seed_noise(configs: Sequence[ConfigResult]) -> Optional[Noise]:
-    repeated = [config for config in configs if len(config.runs) > 1]
-    if not repeated:
-        return None
-    widest = max(repeated, key=lambda config: config.spread)
-    return Noise(widest.spread, widest)
+    """The seeds' noise in final val loss, pooled over every config run with several."""
+    noise = Noise.of_seeds([config.seed_values(FINAL_VAL_LOSS) for config in configs])
+    return noise if noise.repeated_configs else None
 
 
 def best_by(configs: Iterable[ConfigResult], key: Callable[[RunRow], Hashable]

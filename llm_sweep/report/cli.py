@@ -18,16 +18,18 @@ shape: a section of summary.md, shape_residuals.json, and verdicts in comparison
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from llm_sweep.core import console
 from llm_sweep.core.console import user_errors
 from llm_sweep.core.errors import DataError
-from llm_sweep.report.runs import RunRow, fetch_runs, open_client
+from llm_sweep.report.rows import RunRow
+from llm_sweep.report.runs import fetch_runs, open_client
 from llm_sweep.report.shape_summary import load_law, write_shape_effects
 from llm_sweep.report.tables import read_csv
-from llm_sweep.report.write import write_report
+from llm_sweep.report.write import Extra, write_report, write_summary
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -83,13 +85,20 @@ def main(argv: Optional[list[str]] = None) -> None:
     else:
         client, rows, source = _tracked_runs(args)
     report = write_report(rows, args.out, source)
-    written = report.written
+    written, extra = report.written, Extra()
     if args.fit:
         from llm_sweep.report.fit_summary import write_fit  # scipy, only when asked for
 
-        written += write_fit(rows, args.out, args.out / "summary.md")
+        try:
+            fit, fit_text, files = write_fit(rows, args.out)
+        except DataError:  # too few runs to fit: the rest of the report still stands
+            write_summary(rows, report, args.out, source, extra)
+            raise
+        written, extra = written + files, replace(extra, fit=fit, fit_section=fit_text)
     if law is not None:
-        written += write_shape_effects(report.findings, args.law, law, args.out)
+        shape_text, splits, files = write_shape_effects(report.findings, args.law, law, args.out)
+        written, extra = written + files, replace(extra, shape_section=shape_text, shape_splits=tuple(splits))
+    written += write_summary(rows, report, args.out, source, extra)
     if args.parent:
         for path in written:  # only this report's files, not whatever else is in --out
             client.log_artifact(args.parent, str(path), artifact_path=ARTIFACT_DIR)

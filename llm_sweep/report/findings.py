@@ -6,8 +6,9 @@ from collections import Counter
 from typing import Mapping, Optional, Sequence
 
 from llm_sweep.core.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
-from llm_sweep.report.analysis import ConfigResult, Findings, Matchup, Noise
-from llm_sweep.report.runs import RunRow
+from llm_sweep.report.analysis import ConfigResult, Findings, Matchup
+from llm_sweep.scaling.fit_record import Noise
+from llm_sweep.report.rows import RunRow
 from llm_sweep.report.tables import ratio, si
 from llm_sweep.scaling.verdicts import P_THRESHOLD
 
@@ -22,14 +23,16 @@ def _result(config: ConfigResult) -> str:
 
 
 def _noise_section(noise: Optional[Noise]) -> list[str]:
-    how = (f"Each comparison below is judged over its seeds (95% bootstrap interval of the "
-           f"difference, Welch's t-test, a winner only at p < {P_THRESHOLD:g}); a side with one seed "
-           "gets no verdict. comparisons.json holds them all, on final val loss, ppl and accuracy.")
+    how = (f"Each comparison below is judged over its seeds (Welch's t-test and its 95% interval of the "
+           f"difference, a winner only at p < {P_THRESHOLD:g}); a side with one seed gets no verdict. "
+           "comparisons.json holds them all, on final val loss, ppl and accuracy.")
     if noise is None:
         return ["No config was run with several seeds, so the run-to-run noise is unknown: no "
                 "comparison below can have a verdict.", how]
-    return [f"Seed-to-seed spread: {noise.spread:.4f} (max - min final val loss over "
-            f"{noise.config.n_seeds} seeds of {noise.config.best.name}).", how]
+    low, high = noise.pooled_sd_ci
+    return [f"Seed-to-seed sd of final val loss: {noise.pooled_sd or 0:.4f} (95% interval {low or 0:.4f} to "
+            f"{high or 0:.4f}), pooled over {noise.repeated_configs} config(s) with {noise.dof} degrees of "
+            f"freedom; the widest max - min over one config's seeds: {noise.max_spread:.4f}.", how]
 
 
 def _shape_section(findings: Findings) -> list[str]:
@@ -72,13 +75,14 @@ def _tokens_section(findings: Findings) -> list[str]:
         lines.append(f"The minimum is at the edge of the explored range ({ratio(min(explored))} to "
                      f"{ratio(max(explored))} tokens/param): the optimum may lie beyond it.")
     if findings.noise is not None:
-        close = [row for row in runs if row is not best
-                 and row.val_loss - best.val_loss <= findings.noise.spread]
+        # Other configs, not other seeds of the best's own config (they share its tokens/param).
+        close = [row for row in runs if row.config_key != best.config_key
+                 and row.val_loss - best.val_loss <= findings.noise.max_spread]
         if close:
             spread = [row.tokens_per_param for row in (best, *close)]
-            lines.append(f"{len(close)} other run(s) are within the seed-to-seed spread of it: the "
-                         f"minimum lies somewhere in {ratio(min(spread))} to {ratio(max(spread))} "
-                         "tokens/param.")
+            lines.append(f"{len({row.config_key for row in close})} other config(s) are within the widest "
+                         f"seed-to-seed spread of it: the minimum lies somewhere in {ratio(min(spread))} to "
+                         f"{ratio(max(spread))} tokens/param.")
     return lines
 
 
@@ -118,19 +122,25 @@ def _optimizer_section(findings: Findings) -> list[str]:
 
 
 def summary_markdown(rows: Sequence[RunRow], findings: Findings, source: str,
-                     skipped: Mapping[str, str]) -> str:
+                     skipped: Mapping[str, str], verdicts: Sequence[str] = (),
+                     sections: Sequence[str] = ()) -> str:
+    """summary.md: the verdict table (`verdicts`, its lines) on the first screen, then the
+    findings at length, then `sections` (the fit's, the shape effect's) as given."""
     statuses = Counter(row.status for row in rows)
     others = len([row for row in rows if row.finished]) - len(findings.compared)
     lines = [f"# Sweep report: {source}", "",
              f"{len(rows)} runs (" + ", ".join(f"{n} {s.lower()}" for s, n in sorted(statuses.items()))
              + f"). Compared: {len(findings.compared)} finished runs at budget {findings.budget}"
              + (f"; {others} finished run(s) at other budgets are in runs.csv only." if others else "."),
+             *(["", *verdicts] if verdicts else []),
              "", "## Noise", *_noise_section(findings.noise),
              "", "## Shape: wider vs deeper (final val loss)",
              *_shape_section(findings),
              "", "## Tokens per parameter", *_tokens_section(findings),
              "", "## Optimizers (final val loss, best config per size)", *_optimizer_section(findings),
              *_lr_section(findings)]
+    for section in sections:
+        lines += ["", section.rstrip("\n")]
     if skipped:
         lines += ["", "## Skipped plots", *(f"- {name}: {why}" for name, why in skipped.items())]
     return "\n".join(lines) + "\n"

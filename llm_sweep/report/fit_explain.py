@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Optional
 
 from llm_sweep.scaling.compare import MATERIAL, OFF_CENTRE, WIDE_REACH
-from llm_sweep.scaling.estimates import (Bounds, Estimate, IsoflopMinimum, LossSurface, Optimum,
+from llm_sweep.scaling.estimates import (LARGEST_BUDGET, Bounds, Estimate, IsoflopMinimum, LossSurface, Optimum,
                                        PowerLaws)
 from llm_sweep.scaling.fit_record import Comparison, ScalingFit
 from llm_sweep.report.tables import ratio
@@ -127,7 +127,7 @@ def _bias(fit: ScalingFit, found: Comparison) -> Optional[str]:
 
 def _largest(optima: tuple[Optimum, ...]) -> bool:
     """Whether the largest budget's optimum is constrained."""
-    return any(at.constrained for at in optima if at.label == "largest budget")
+    return any(at.constrained for at in optima if at.label == LARGEST_BUDGET)
 
 
 def _quoted(estimate: Estimate, constrained: bool) -> str:
@@ -166,6 +166,8 @@ def comparison(fit: ScalingFit) -> list[str]:
               "A parabola in ln N fits an iso-FLOP curve exactly only when the curve is symmetric (alpha = "
               "beta) and its sizes are centred on the minimum: over sizes from x1/8 to x8, an asymmetric curve "
               f"(Chinchilla's alpha 0.34, beta 0.28) biases Approach 2's tokens per parameter by "
-              f"{CHINCHILLA_WIDE_BIAS}, and its bootstrap, which resamples the noise and not the curve's shape, "
-              "does not cover that bias when the noise is low. Approach 3 fits the curve itself and has no such bias."]
+              f"{CHINCHILLA_WIDE_BIAS}. The estimate printed for Approach 2 is the parabola's own, bias included; its "
+              "interval is corrected for the bias: each bootstrap refit's error is measured against the fitted "
+              "law's exact optimum, so the interval moves by what these sizes do to the parabola on that law. "
+              "Approach 3 fits the curve itself and has no such bias."]
     return lines

@@ -20,7 +20,7 @@ from llm_sweep.report.fit_plots import plot_frontier, plot_isoflop
 from llm_sweep.scaling.fit_record import FitResult, LrGrid, ScalingFit
 from llm_sweep.scaling.rules import FAR, RULE
 from llm_sweep.report.learning_rates import lr_curves, lr_fairness
-from llm_sweep.report.runs import RunRow
+from llm_sweep.report.rows import RunRow
 from llm_sweep.report.tables import ratio, si
 
 TOTAL = {"seed": SEED_TOKENS_PER_PARAM, "Chinchilla": CHINCHILLA_TOKENS_PER_PARAM}
@@ -202,9 +202,10 @@ def fit_section(fit: FitResult, learning_rates: Sequence[str] = ()) -> str:
     return text + "\n"
 
 
-def write_fit(rows: Sequence[RunRow], out_dir: Path, summary: Path) -> tuple[Path, ...]:
-    """Fit the finished runs, write fit.json and the figures, append the section to
-    `summary`; a DataError names what is missing when the runs are too few."""
+def write_fit(rows: Sequence[RunRow], out_dir: Path) -> tuple[FitResult, str, tuple[Path, ...]]:
+    """Fit the finished runs, write fit.json and the figures; the fit and its section of
+    summary.md (report/write.py writes that file). A DataError names what is missing when
+    the runs are too few."""
     written = out_dir / "fit.json", out_dir / "isoflop.png", out_dir / "frontier.png"
     for path in written:  # no stale fit from an earlier report if this one fails
         path.unlink(missing_ok=True)
@@ -213,5 +214,4 @@ def write_fit(rows: Sequence[RunRow], out_dir: Path, summary: Path) -> tuple[Pat
     (out_dir / "fit.json").write_text(json.dumps(fit.to_json(), indent=2, allow_nan=False) + "\n")
     plot_isoflop(collect(points), fit, out_dir / "isoflop.png")
     plot_frontier(fit, out_dir / "frontier.png")
-    summary.write_text(summary.read_text() + "\n" + fit_section(fit, study_learning_rates(rows)))
-    return written
+    return fit, fit_section(fit, study_learning_rates(rows)), written

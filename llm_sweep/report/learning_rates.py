@@ -24,7 +24,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from llm_sweep.report.runs import LR, RunRow
+from llm_sweep.core.config import LR_PARAM
+from llm_sweep.core.model_config import MUP, SP
+from llm_sweep.report.rows import RunRow
 
 TRANSFER_FACTOR = 2.0  # the largest move of the best lr over a shape range that counts as transfer
 MIN_LRS = 3  # a curve: the best and a neighbour on each side
@@ -92,7 +94,7 @@ def lr_curves(rows: Sequence[RunRow], min_lrs: int = MIN_LRS) -> list[LrCurve]:
         lambda: defaultdict(lambda: defaultdict(list)))
     for row in rows:
         if row.finished:
-            rest = tuple(item for item in row.config_key if item[0] not in (LR, "lr"))  # MLflow, runs.csv
+            rest = tuple(item for item in row.config_key if item[0] != LR_PARAM)
             key = (row.budget, row.transfer, row.optimizer, row.arch, row.n_layer, row.n_embd, rest)
             by_lr[key][row.lr][row.run_id if row.seed is None else row.seed].append(row.val_loss)
     curves = []
@@ -180,6 +182,7 @@ def lr_fairness(points: Mapping[str, Sequence[RunRow]]) -> Optional[LrFairness]:
         return None
     lrs = {label: sorted({row.lr for row in rows}) for label, rows in points.items()}
     labels = sorted({row.transfer for rows in points.values() for row in rows})
+    parametrizations = {row.parametrization for rows in points.values() for row in rows}
     how = ", ".join(labels)
     tuned = [label for label, grid in lrs.items() if len(grid) >= 2]
     if len(tuned) == len(points):
@@ -198,13 +201,13 @@ def lr_fairness(points: Mapping[str, Sequence[RunRow]]) -> Optional[LrFairness]:
                           f"{', '.join(f'{label} {grid[0]:g}' for label, grid in lrs.items())}): fair only "
                           "if each was tuned for this setting, which these runs cannot show.")
     lr = single.pop()
-    if labels == ["sp"]:
+    if parametrizations == {SP}:
         return LrFairness("shared untuned", False, f"every shape ran one learning rate, {lr:g}, in the "
                           "standard parametrization (sp), where the best learning rate moves with width "
                           f"and depth: not fair, the comparison partly measures which shape {lr:g} suits. "
                           "Tune it per shape, or transfer it with model.parametrization=mup or completep.")
     depths = {row.n_layer for rows in points.values() for row in rows}
-    if len(labels) == 1 and labels[0].startswith("mup") and len(depths) > 1:
+    if len(labels) == 1 and parametrizations == {MUP} and len(depths) > 1:
         return LrFairness("transferred", None, f"every shape ran one learning rate, {lr:g}, transferred "
                           f"by {labels[0]}, but the shapes differ in depth, across which muP does not "
                           "promise transfer: fair across widths only; use completep to transfer in depth.")

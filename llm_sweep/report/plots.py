@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from llm_sweep.core.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
 from llm_sweep.report.analysis import ConfigResult, OptimizerScale, ShapeSeries
 from llm_sweep.report.learning_rates import LrCurve
-from llm_sweep.report.runs import RunRow
+from llm_sweep.report.rows import RunRow
 from llm_sweep.report.tables import ratio, si
 
 MAX_CURVES = 12  # more lines than this make an unreadable legend

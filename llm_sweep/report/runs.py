@@ -1,10 +1,9 @@
-"""Training runs read from MLflow into flat rows: config, size, speed, final metrics and
-the validation-loss curve."""
+"""Training runs read from MLflow into flat rows (report/rows.py): config, size, speed, final
+metrics and the validation-loss curve."""
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -13,93 +12,23 @@ from mlflow.exceptions import MlflowException
 
 from llm_sweep.core import console
 from llm_sweep.core.budget import NULLS, Budget
-from llm_sweep.core.config import config_param
+from llm_sweep.core.config import LR_PARAM
 from llm_sweep.core.errors import ConfigError, DataError
-from llm_sweep.core.model_config import parametrization_label
+from llm_sweep.core.model_config import SP
 from llm_sweep.core.run_record import (ELAPSED_S, FINAL_FLOPS, FINAL_TOKENS, FINAL_TOKENS_PER_PARAM,
                                        FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL,
                                        FLOPS_PER_TOKEN, MFU, NON_EMBEDDING_PARAMS, PARAMS, TOKENS,
                                        TOKENS_PER_PARAM, TOKENS_PER_S, TOKENS_PER_STEP, VAL_LOSS)
+from llm_sweep.report.rows import (ARCH, BASE_DEPTH, BASE_WIDTH, HEAD_DIM, MODEL_NAME, N_EMBD, N_HEAD,
+                                   N_LAYER, OPTIMIZER, PARAMETRIZATION, REQUIRED_PARAMS, SEED, RunRow,
+                                   ValPoint, config_key)
 from llm_sweep.tracking.store import connect, resolve_uri, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-FINISHED = "FINISHED"
-# The params that decide a run's result; runs equal in all of them but the seed are
-# repeats of one config, and their spread is the noise level.
-RESULT_PARAM_PREFIXES = ("model.", "optim.", "schedule.", "batch.", "budget.", "data.name", "data.tokenizer")
 PAGE_SIZE = 1000
-# The params every row is made of (model.head_dim stands in for an unset model.n_head).
-MODEL_NAME, ARCH, N_LAYER, N_EMBD, N_HEAD, HEAD_DIM, OPTIMIZER, LR, SEED = map(config_param, (
-    "model.name", "model.arch", "model.n_layer", "model.n_embd", "model.n_head", "model.head_dim",
-    "optim.name", "optim.lr", "seed"))
-# Optional: runs logged before parametrizations existed were `sp`.
-PARAMETRIZATION, BASE_WIDTH, BASE_DEPTH = map(config_param, (
-    "model.parametrization", "model.base_width", "model.base_depth"))
-REQUIRED_PARAMS = (PARAMS, NON_EMBEDDING_PARAMS, TOKENS_PER_STEP, MODEL_NAME, ARCH, N_LAYER, N_EMBD,
-                   N_HEAD, HEAD_DIM, OPTIMIZER, LR, SEED)
-
-
-@dataclass(frozen=True)
-class ValPoint:
-    """One evaluation: the step, the tokens and wall-clock seconds spent by then, the loss."""
-
-    step: int
-    tokens: float
-    elapsed_s: float
-    loss: float
-
-
-@dataclass(frozen=True)
-class RunRow:
-    run_id: str
-    name: str
-    experiment: str
-    status: str
-    preset: str
-    arch: str
-    n_layer: int
-    n_embd: int
-    n_head: int
-    params: int
-    non_embedding_params: int
-    optimizer: str
-    lr: float
-    budget: str
-    seed: Optional[int]
-    tokens: Optional[float] = None
-    tokens_per_param: Optional[float] = None
-    tokens_per_s: Optional[float] = None  # median of the logged windows
-    mfu: Optional[float] = None  # median of the logged windows
-    val_loss: Optional[float] = None
-    val_ppl: Optional[float] = None
-    val_acc: Optional[float] = None
-    flops_budget: Optional[float] = None  # budget.flops, when the run had a FLOP budget
-    flops: Optional[float] = None  # training FLOPs spent: flops_per_token x tokens, as MFU counts them
-    parametrization: str = "sp"  # model.parametrization: sp, mup or completep
-    base_width: Optional[int] = None  # the proxy shape mup/completep transfer from
-    base_depth: Optional[int] = None
-    curve: tuple[ValPoint, ...] = ()
-    config_key: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-
-    @property
-    def tokens_per_non_embedding_param(self) -> Optional[float]:
-        return None if self.tokens is None else self.tokens / self.non_embedding_params
-
-    @property
-    def transfer(self) -> str:
-        """How the learning rate follows the shape: `sp`, `mup (base width 64)`, ..."""
-        return parametrization_label(self)
-
-    @property
-    def finished(self) -> bool:
-        return self.status == FINISHED and self.val_loss is not None
-
-    @property
-    def shape(self) -> tuple[str, int, int, int]:
-        return self.arch, self.n_layer, self.n_embd, self.n_head
 
 
 def open_client(tracking_uri: Optional[str], cwd: Path) -> tuple["MlflowClient", str]:
@@ -175,7 +104,7 @@ def _row(client: "MlflowClient", run: "Run", experiment: str) -> RunRow:
         n_layer=int(params[N_LAYER]), n_embd=n_embd,
         n_head=n_embd // int(params[HEAD_DIM]) if n_head in NULLS else int(n_head),
         params=int(params[PARAMS]), non_embedding_params=int(params[NON_EMBEDDING_PARAMS]),
-        optimizer=params[OPTIMIZER], lr=float(params[LR]),
+        optimizer=params[OPTIMIZER], lr=float(params[LR_PARAM]),
         budget=budget.label(), seed=None if seed in NULLS else int(seed),
         # A run that did not finish shows what it had seen when it stopped.
         tokens=metrics.get(FINAL_TOKENS, metrics.get(TOKENS)),
@@ -186,11 +115,11 @@ def _row(client: "MlflowClient", run: "Run", experiment: str) -> RunRow:
         val_acc=metrics.get(FINAL_VAL_ACC),
         flops_budget=budget.cfg.flops,
         flops=metrics.get(FINAL_FLOPS, _spent_flops(params, metrics)),
-        parametrization=params.get(PARAMETRIZATION, "sp"),
+        parametrization=params.get(PARAMETRIZATION, SP),
         base_width=_optional_int(params.get(BASE_WIDTH, "None")),
         base_depth=_optional_int(params.get(BASE_DEPTH, "None")),
         curve=_val_curve(client, run_id, int(params[TOKENS_PER_STEP])),
-        config_key=tuple(sorted((k, v) for k, v in params.items() if k.startswith(RESULT_PARAM_PREFIXES))),
+        config_key=config_key(params),
     )
 
 

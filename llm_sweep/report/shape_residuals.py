@@ -22,12 +22,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
+import numpy as np
+
 from llm_sweep.report.analysis import ConfigResult, Findings, shape_label
-from llm_sweep.scaling.verdicts import SHAPE_RESIDUAL, Comparison, compare, mean_interval
+from llm_sweep.scaling.bootstrap import residual_dof
+from llm_sweep.scaling.verdicts import SHAPE_RESIDUAL, Comparison, ExtraError, compare, mean_interval
 
 
 class LossLaw(Protocol):
     def loss(self, n: float, d: float) -> float: ...
+
+    def refit_losses(self, n: float, d: float) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ class ShapeResidual:
 
     @property
     def interval(self) -> Optional[tuple[float, float]]:
-        """95% bootstrap interval of the mean residual over the seeds (None with one)."""
+        """95% Student-t interval of the mean residual over the seeds (None with one): the
+        seeds' uncertainty only; a comparison of two shapes adds the law's (split_gap)."""
         return mean_interval(self.residuals)
 
 
@@ -104,16 +110,24 @@ def residual_of(config: ConfigResult, label: str, law: LossLaw, fitted: FitRange
                          fitted.holds(params, tokens))
 
 
-def split_gap(a: ShapeResidual, b: ShapeResidual, law: LossLaw) -> GapSplit:
-    """The gap's parameter and token parts (see the module's docstring) and the shape verdict."""
+def law_error(a: ShapeResidual, b: ShapeResidual, law: LossLaw, dof: int) -> Optional[ExtraError]:
+    """The law's own error in L(a) - L(b), from its bootstrap refits (None without them):
+    a residual difference is measured against a fitted law, not an exact one."""
+    spread = law.refit_losses(a.params, a.tokens) - law.refit_losses(b.params, b.tokens)
+    return ExtraError(float(np.var(spread, ddof=1)), dof) if len(spread) > 1 and np.ptp(spread) > 0 else None
+
+
+def split_gap(a: ShapeResidual, b: ShapeResidual, law: LossLaw, dof: int = 1) -> GapSplit:
+    """The gap's parameter and token parts (see the module's docstring) and the shape
+    verdict, which carries the law's error (with `dof`, its residual degrees of freedom)."""
     n_a, n_b, d_a, d_b = a.params, b.params, a.tokens, b.tokens
     from_tokens = 0.5 * ((law.loss(n_a, d_a) - law.loss(n_a, d_b)) + (law.loss(n_b, d_a) - law.loss(n_b, d_b)))
     from_params = 0.5 * ((law.loss(n_a, d_a) - law.loss(n_b, d_a)) + (law.loss(n_a, d_b) - law.loss(n_b, d_b)))
     return GapSplit(a, b, from_params, from_tokens,
-                    compare(SHAPE_RESIDUAL, a.label, a.residuals, b.label, b.residuals))
+                    compare(SHAPE_RESIDUAL, a.label, a.residuals, b.label, b.residuals, law_error(a, b, law, dof)))
 
 
-def shape_effects(findings: Findings, law: LossLaw, fitted: FitRange
+def shape_effects(findings: Findings, law: LossLaw, fitted: FitRange, configs: int
                   ) -> tuple[list[ShapeResidual], list[GapSplit]]:
     """Every shape of the report's comparison against the law, and the report's shape
     matchups (best wider vs best deeper, each shape vs the reference) split into parts."""
@@ -126,6 +140,6 @@ def shape_effects(findings: Findings, law: LossLaw, fitted: FitRange
                  for role, config in roles if any(run.tokens for run in config.runs)}
     pairs = [(m.a, m.b) for m in ([findings.wider_vs_deeper] if findings.wider_vs_deeper else [])]
     pairs += [(m.a, m.b) for m in findings.against_reference]
-    splits = [split_gap(residuals[id(a)], residuals[id(b)], law) for a, b in pairs
+    splits = [split_gap(residuals[id(a)], residuals[id(b)], law, residual_dof(configs)) for a, b in pairs
               if id(a) in residuals and id(b) in residuals]
     return list(residuals.values()), splits

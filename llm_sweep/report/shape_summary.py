@@ -55,6 +55,14 @@ def section(residuals: list[ShapeResidual], splits: list[GapSplit], law_path: Pa
              "tokenizer, sequence length) says anything about these runs.", "",
              "| shape | params | tokens | measured | L(N, D) | residual | 95% interval (seeds) | seeds |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |", *map(_residual_row, residuals), ""]
+    loose = [f"{name}: {getattr(law, name).reason}" for name in ("alpha", "beta")
+             if not getattr(law, name).constrained]
+    carried = (f"each shape verdict carries the law's own error ({len(law.refits)} bootstrap refits) "
+               "beside the seeds'" if law.refits else
+               "this fit.json holds no bootstrap refits (an older report): the verdicts treat the law as exact; "
+               "refit it for verdicts that carry its error")
+    lines += [(f"The law is NOT constrained ({'; '.join(loose)}): " if loose else "The law is constrained: ")
+              + carried + ".", ""]
     if splits:
         time_budget = budget is not None and Budget.label_has_time(budget)
         lines += ["Each gap in final loss (negative: the first shape is lower), split into what the "
@@ -65,21 +73,17 @@ def section(residuals: list[ShapeResidual], splits: list[GapSplit], law_path: Pa
 
 
 def write_shape_effects(findings: Findings, law_path: Path, law: tuple[FitResult, FitRange],
-                        out_dir: Path) -> tuple[Path, ...]:
-    """Append the section to summary.md and the shape verdicts to comparisons.json (as
-    report writes them), and write shape_residuals.json."""
+                        out_dir: Path) -> tuple[str, list[GapSplit], tuple[Path, ...]]:
+    """Write shape_residuals.json; the section of summary.md and the shape verdicts (for
+    comparisons.json), which report/write.py writes."""
     fit, fitted = law
-    residuals, splits = shape_effects(findings, fit.total.law, fitted)
+    residuals, splits = shape_effects(findings, fit.total.law, fitted, fit.inputs.configs)
     if not residuals:
         raise DataError("--law: no finished run at the compared budget logged its tokens: no residual")
-    summary, comparisons = out_dir / "summary.md", out_dir / "comparisons.json"
-    summary.write_text(summary.read_text() + "\n" + section(residuals, splits, law_path, fit, findings.budget))
-    records = json.loads(comparisons.read_text()) + [s.shape.record() for s in splits]
-    comparisons.write_text(json.dumps(records, indent=1, allow_nan=False) + "\n")
     out = out_dir / RESIDUALS_FILE
     out.write_text(json.dumps([{"shape": r.label, "params": r.params, "tokens": r.tokens,
                                 "measured": r.measured, "predicted": r.predicted, "residual": r.residual,
                                 "residual_ci": None if r.interval is None else list(r.interval),
                                 "seeds": len(r.residuals), "inside_fit": r.inside} for r in residuals],
                               indent=1, allow_nan=False) + "\n")
-    return (out,)
+    return section(residuals, splits, law_path, fit, findings.budget), splits, (out,)

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import csv
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from llm_sweep.core.budget import Budget
+from llm_sweep.core.config import LR_PARAM
 from llm_sweep.core.errors import DataError
-
-if TYPE_CHECKING:  # rows come from MLflow; the bench formats its tables without it
-    from llm_sweep.report.runs import RunRow
+from llm_sweep.core.model_config import SP
+from llm_sweep.report.rows import (ARCH, BASE_DEPTH, BASE_WIDTH, MODEL_NAME, N_EMBD, N_HEAD, N_LAYER,
+                                   OPTIMIZER, PARAMETRIZATION, RunRow, config_key)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,14 @@ COLUMNS = (
 )
 
 
+# runs.csv only, for the programs that read it back: the exact FLOP budget and the config
+# (the params config_key() keeps, as compact JSON), so neither is parsed out of a label;
+# runs.md shows both through its budget and shape columns.
+CSV_COLUMNS = (*COLUMNS,
+               Column("FLOP budget", "flops_budget", lambda r: r.flops_budget),
+               Column("config", "config", lambda r: json.dumps(dict(r.config_key), separators=(",", ":"))))
+
+
 def sorted_rows(rows: Sequence[RunRow]) -> list[RunRow]:
     """Best final val loss first; runs without one (failed, killed, running) last."""
     return sorted(rows, key=lambda r: (r.val_loss is None, r.val_loss or 0.0, r.name))
@@ -79,41 +90,59 @@ def write_csv(rows: Sequence[RunRow], path: Path) -> None:
     """Values as MLflow holds them (repr of floats round-trips exactly); empty when absent."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([column.key for column in COLUMNS])
+        writer.writerow([column.key for column in CSV_COLUMNS])
         for row in sorted_rows(rows):
-            writer.writerow(["" if (v := column.value(row)) is None else v for column in COLUMNS])
+            writer.writerow(["" if (v := column.value(row)) is None else v for column in CSV_COLUMNS])
 
 
-# The columns a run's config is made of: runs equal in all of them are seeds of one config.
-CONFIG_COLUMNS = ("model", "arch", "n_layer", "n_embd", "n_head", "optimizer", "lr", "budget")
-# Columns a runs.csv written before they existed lacks, and the value such a run had.
-LATER_COLUMNS = {"parametrization": "sp", "base_width": "", "base_depth": ""}
+# Columns every runs.csv has had; and columns an older one lacks, with the value its runs had.
+REQUIRED_COLUMNS = ("model", "arch", "n_layer", "n_embd", "n_head", "optimizer", "lr", "budget", "flops",
+                    "params", "seed", "run_id")
+LATER_COLUMNS = {"parametrization": SP, "base_width": "", "base_depth": ""}
 
 
 def read_csv(path: Path) -> list[RunRow]:
     """The runs of a runs.csv this report wrote (committed results refit without their
     MLflow store): every column back to its field; `flops` (spent compute) is required."""
-    from llm_sweep.report.runs import RunRow  # the row type at run time; MLflow for it too
-
     with open(path, newline="") as f:
         records = [{**LATER_COLUMNS, **record} for record in csv.DictReader(f)]
-    missing = [key for key in (*CONFIG_COLUMNS, "flops", "params", "seed", "run_id") if records
-               and key not in records[0]]
+    missing = [key for key in REQUIRED_COLUMNS if records and key not in records[0]]
     if not records or missing:
         raise DataError(f"{path}: not a runs.csv of report" + (f" (no {', '.join(missing)} column)"
                                                               if missing else " (no runs)"))
-    number = lambda value, kind=float: kind(value) if value != "" else None
-    return [RunRow(r["run_id"], r["run"], r["experiment"], r["status"], r["model"], r["arch"], int(r["n_layer"]),
-                   int(r["n_embd"]), int(r["n_head"]), int(r["params"]), int(r["non_embedding_params"]),
-                   r["optimizer"], float(r["lr"]), r["budget"], number(r["seed"], int),
-                   tokens=number(r["tokens"]), tokens_per_param=number(r["tokens_per_param"]),
-                   tokens_per_s=number(r["tokens_per_s"]), mfu=number(r["mfu"]), val_loss=number(r["val_loss"]),
-                   val_ppl=number(r["val_ppl"]), val_acc=number(r["val_acc"]),
-                   flops_budget=Budget.flops_in_label(r["budget"]), flops=number(r["flops"]),
-                   parametrization=r["parametrization"], base_width=number(r["base_width"], int),
-                   base_depth=number(r["base_depth"], int),
-                   config_key=tuple((key, r[key]) for key in (*CONFIG_COLUMNS, *LATER_COLUMNS)))
-            for r in records]
+    return [_read_row(record) for record in records]
+
+
+def _number(value: str, kind: Callable[[str], Any] = float) -> Any:
+    return None if value == "" else kind(value)
+
+
+def _read_row(r: Mapping[str, str]) -> RunRow:
+    params, flops_budget = _config(r)
+    return RunRow(r["run_id"], r["run"], r["experiment"], r["status"], r["model"], r["arch"], int(r["n_layer"]),
+                  int(r["n_embd"]), int(r["n_head"]), int(r["params"]), int(r["non_embedding_params"]),
+                  r["optimizer"], float(r["lr"]), r["budget"], _number(r["seed"], int),
+                  tokens=_number(r["tokens"]), tokens_per_param=_number(r["tokens_per_param"]),
+                  tokens_per_s=_number(r["tokens_per_s"]), mfu=_number(r["mfu"]), val_loss=_number(r["val_loss"]),
+                  val_ppl=_number(r["val_ppl"]), val_acc=_number(r["val_acc"]),
+                  flops_budget=flops_budget, flops=_number(r["flops"]),
+                  parametrization=r["parametrization"], base_width=_number(r["base_width"], int),
+                  base_depth=_number(r["base_depth"], int), config_key=config_key(params))
+
+
+def _config(r: Mapping[str, str]) -> tuple[Mapping[str, str], Optional[float]]:
+    """A run's config params and its FLOP budget, from the `config` and `flops_budget`
+    columns. A runs.csv written before those columns (the committed results) has the
+    columns that stand for them instead: the params are rebuilt from those (the budget's
+    read back from its label), so its seeds group as MLflow's do, within the file, and its
+    FLOP budget comes from them as an MLflow row's does."""
+    if "config" in r and "flops_budget" in r:
+        return json.loads(r["config"]), _number(r["flops_budget"])
+    params = {MODEL_NAME: r["model"], ARCH: r["arch"], N_LAYER: r["n_layer"], N_EMBD: r["n_embd"],
+              N_HEAD: r["n_head"], OPTIMIZER: r["optimizer"], LR_PARAM: r["lr"],
+              **Budget.params_in_label(r["budget"]), PARAMETRIZATION: r["parametrization"],
+              BASE_WIDTH: r["base_width"], BASE_DEPTH: r["base_depth"]}
+    return params, Budget.from_params(params).cfg.flops
 
 
 def _cell(column: Column, row: RunRow) -> str:

@@ -15,14 +15,16 @@ a budget's grid is from that (fit_compare.py).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from llm_sweep.scaling.points import MIN_BUDGETS, MIN_SHAPES, Data, Resample
+from llm_sweep.scaling.bootstrap import Resample
+from llm_sweep.scaling.points import MIN_BUDGETS, MIN_SHAPES, Data
 from llm_sweep.scaling.estimates import Constant, IsoflopMinimum, PowerLaws
 from llm_sweep.scaling.optimum import optimum, rests_on
 from llm_sweep.scaling.rules import RULE, interval, number
+from llm_sweep.scaling.surface import surface_optimum
 
 
 def vertex(ln_n: np.ndarray, loss: np.ndarray) -> tuple[Optional[np.ndarray], float]:
@@ -82,8 +84,19 @@ def _grid_place(ln_n: np.ndarray, ln_opt: float) -> tuple[Optional[float], Optio
     return float((ln_opt - lo) / (hi - lo)), float(np.exp(hi - lo)), float(np.exp(max(hi - ln_opt, ln_opt - lo)))
 
 
+def _law_truth(law: Optional[np.ndarray], per_token: np.ndarray) -> tuple[dict[str, float], Callable]:
+    """The law's own a, b and ln N_opt at a compute (without a law: none, percentiles)."""
+    if law is None or np.isnan(law).any():
+        return {}, lambda ln_c: None
+    alpha, beta, k = law[3], law[4], per_token[1]
+    a = beta / (alpha + k * beta)
+    return {"a": float(a), "b": float(1 - k * a)}, lambda ln_c: float(surface_optimum(law, ln_c, per_token))
+
+
 def approach2(data: Data, ln_n: np.ndarray, draws: Sequence[Resample], targets: dict[str, float],
-              per_token: np.ndarray) -> PowerLaws:
+              per_token: np.ndarray, dof: Optional[int] = None, law: Optional[np.ndarray] = None) -> PowerLaws:
+    """Approach 2 and its intervals; `law`: the (ln A, ln B, ln E, alpha, beta) the bootstrap
+    drew from, whose own optimum each refit's error is measured against (rules.interval)."""
     ln_c = np.log([b.compute for b in data.budgets])
     span = (data.budgets[0].compute, data.budgets[-1].compute)
     minima = [budget_minimum(ln_n[b.members], data.loss[b.members]) for b in data.budgets]
@@ -96,11 +109,13 @@ def approach2(data: Data, ln_n: np.ndarray, draws: Sequence[Resample], targets: 
     boot_line = np.array([frontier(ln_c, np.where(located, opts, np.nan), per_token) if ok else np.full(4, np.nan)
                           for opts, ok in zip(boot_opt, boot_ok)]).reshape(len(draws), 4)
     failed = float(1 - boot_ok.mean()) if len(draws) else 1.0
+    exponents, truth = _law_truth(law, per_token)
     found = []
     for j, (group, (coef, ln_opt, reason)) in enumerate(zip(data.budgets, minima)):
         budget_failed = int(np.isnan(boot_opt[:, j]).sum())
         at = optimum("", ln_c[j], ln_opt, boot_opt[:, j], per_token, span,
-                     budget_failed / max(len(draws), 1), "" if reason == "" else "the minimum is not located")
+                     budget_failed / max(len(draws), 1), "" if reason == "" else "the minimum is not located", dof,
+                     truth(ln_c[j]))
         found.append(IsoflopMinimum(group.compute, int(len(group.members)), at.n_opt, at.d_opt,
                                     at.tokens_per_param,
                                     None if coef is None else number(np.polyval(coef, ln_opt)),
@@ -108,14 +123,14 @@ def approach2(data: Data, ln_n: np.ndarray, draws: Sequence[Resample], targets: 
                                     budget_failed, at.reason))
 
     def exponent(name: str, col: int) -> Constant:
-        ci = interval(boot_line[:, col])
+        ci = interval(boot_line[:, col], float(line[col]), dof, centre=exponents.get(name))
         reason = RULE.judge(name, float(line[col]), ci, failed)
         return Constant(number(line[col]), ci, not reason, reason)
 
     a, b = exponent("a", 0), exponent("b", 2)
     at_compute = tuple(
         optimum(label, np.log(c), np.log(c) * line[0] + line[1], np.log(c) * boot_line[:, 0] + boot_line[:, 1],
-                per_token, span, failed, rests_on(a=a, b=b))
+                per_token, span, failed, rests_on(a=a, b=b), dof, truth(np.log(c)))
         for label, c in targets.items()) if np.isfinite(line[0]) else ()
     # N_opt = n_opt_coefficient * C^a, D_opt = d_opt_coefficient * C^b
     return PowerLaws(tuple(found), int(located.sum()), failed, a, b, number(np.exp(line[1])),

@@ -18,9 +18,9 @@ sizes moved so their range is centred on the optimum (what is left is the asymme
 and pulled halfway towards it (what is left without the outer half of the width). A
 cause is named when the runs show it and, where the law is constrained, it moves
 tokens per parameter by more than MATERIAL; with an unconstrained law, the runs alone
-decide (and alpha != beta cannot be judged). The bootstrap does not see this bias (it
-resamples the noise, not the curve's shape), so at low noise Approach 2's interval can
-exclude the truth.
+decide (and alpha != beta cannot be judged). Approach 2's intervals are corrected for
+this bias (approach2.py: each refit's error is taken against the fitted law's own
+optimum), its estimates are not: the bias is printed beside them.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from llm_sweep.scaling.points import Data
 from llm_sweep.scaling.approach2 import vertex
-from llm_sweep.scaling.estimates import Estimate, IsoflopMinimum, LossSurface, Optimum, PowerLaws
+from llm_sweep.scaling.estimates import Estimate, IsoflopMinimum, LossSurface, PowerLaws, at_largest_budget
 from llm_sweep.scaling.optimum import tokens_per_param
 from llm_sweep.scaling.fit_record import Comparison
 from llm_sweep.scaling.rules import interval, number
@@ -86,22 +86,19 @@ def _disjoint(first: Estimate, second: Estimate) -> Optional[bool]:
     return bool(first.ci[1] < second.ci[0] or second.ci[1] < first.ci[0])
 
 
-def _largest(optima: tuple[Optimum, ...]) -> Optional[Optimum]:
-    return next((at for at in optima if at.label == "largest budget"), None)
-
-
 def compare(data: Data, ln_n: np.ndarray, per_token: np.ndarray, two: PowerLaws, law: LossSurface,
-            theta: np.ndarray, boot: np.ndarray) -> Comparison:
+            theta: np.ndarray, boot: np.ndarray, dof: Optional[int] = None) -> Comparison:
     """Approach 2 against the law fitted by variable projection (`theta` and its refits
     `boot`, rows of NaN failed) at the largest budget."""
     none = Estimate(None, (None, None))
-    at2, at3 = _largest(two.at_compute), _largest(law.at_compute)
+    at2, at3 = at_largest_budget(two.at_compute), at_largest_budget(law.at_compute)
     ratio2 = at2.tokens_per_param if at2 else none
     ratio3 = at3.tokens_per_param if at3 else none
     a2, a3 = Estimate(two.a.value, two.a.ci), Estimate(law.a.value, law.a.ci)
     disagreements = [_disjoint(ratio2, ratio3), _disjoint(a2, a3)]
     disagree = True if True in disagreements else None if None in disagreements else False
-    alpha_minus_beta = Estimate(number(theta[3] - theta[4]), interval(boot[:, 3] - boot[:, 4]))
+    alpha_minus_beta = Estimate(number(theta[3] - theta[4]), interval(boot[:, 3] - boot[:, 4], float(theta[3] - theta[4]), dof,
+                                                                          centre=float(theta[3] - theta[4])))
     bias = np.array([biases(theta, ln_n[group.members], np.log(group.compute), per_token)
                      if minimum.located and law.fitted else (np.nan,) * 3
                      for group, minimum in zip(data.budgets, two.minima)]).reshape(len(data.budgets), 3)

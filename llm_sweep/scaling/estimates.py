@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -18,6 +18,8 @@ Bounds = tuple[Optional[float], Optional[float]]  # a 95% interval; None: an inf
 Json = dict[str, Any]
 CONSTANTS = ("E", "A", "B", "alpha", "beta", "a", "b")  # Approach 3's, in fit.json's order
 PARAMETERS = ("E", "A", "B", "alpha", "beta")  # the ones the search varies
+# The computes a fit states its optimum at (Optimum.label).
+LARGEST_BUDGET, SEED_RUN = "largest budget", "seed run"
 
 
 def _bounds(pair: list) -> Bounds:
@@ -81,6 +83,11 @@ class Optimum:
                    read_estimate(block, "tokens_per_param"), block["extrapolation"],
                    block["outside_range_factor"], block.get("constrained", False),
                    block.get("why_not_constrained", cls.reason))
+
+
+def at_largest_budget(optima: "Sequence[Optimum]") -> Optional[Optimum]:
+    """The optimum at the largest fitted budget, where a fit states one."""
+    return next((at for at in optima if at.label == LARGEST_BUDGET), None)
 
 
 @dataclass(frozen=True)
@@ -203,10 +210,17 @@ class LossSurface:
     at_compute: tuple[Optimum, ...]
     huber_delta: float
     search: SurfaceSearch = LEGACY_SEARCH
+    # The bootstrap's converged refits as (E, A, B, alpha, beta): the law's own uncertainty,
+    # carried into predictions from it (shape verdicts); empty in an older fit.json.
+    refits: tuple[tuple[float, ...], ...] = ()
 
     def loss(self, n: Any, d: Any) -> Any:
         """The fitted L at N parameters and D tokens (numbers or arrays)."""
         return Law(*(getattr(self, name).value for name in PARAMETERS)).loss(n, d)
+
+    def refit_losses(self, n: float, d: float) -> np.ndarray:
+        """L at (N, D) under each refit of the bootstrap (empty without refits)."""
+        return np.array([Law(*refit).loss(n, d) for refit in self.refits])
 
     @property
     def theta(self) -> np.ndarray:
@@ -229,7 +243,8 @@ class LossSurface:
         return {"constrained": {name: constant.constrained for name, constant in constants.items()},
                 **values, "at_compute": [at.to_json() for at in self.at_compute],
                 "huber_delta": self.huber_delta, "search": self.search.to_json(),
-                "why_not_constrained": {name: constant.reason for name, constant in constants.items()}}
+                "why_not_constrained": {name: constant.reason for name, constant in constants.items()},
+                "refits": [list(refit) for refit in self.refits]}
 
     @classmethod
     def from_json(cls, block: Json) -> LossSurface:
@@ -237,7 +252,8 @@ class LossSurface:
         search = SurfaceSearch.from_json(block["search"]) if "search" in block else LEGACY_SEARCH
         return cls(*(_constant(block, name, flags[name], why.get(name, "")) for name in CONSTANTS),
                    at_compute=tuple(Optimum.from_json(at) for at in block["at_compute"]),
-                   huber_delta=block["huber_delta"], search=search)
+                   huber_delta=block["huber_delta"], search=search,
+                   refits=tuple(tuple(refit) for refit in block.get("refits", ())))
 
 
 @dataclass(frozen=True)

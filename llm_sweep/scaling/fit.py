@@ -16,9 +16,10 @@ The parts: fit_data.py (runs to points, compute groups, resamples), fit_isoflop.
 (Approach 2), fit_surface.py (Approach 3's L(N, D) and its bounds), fit_optimum.py (the
 optimum at one compute).
 
-Intervals: 95% percentile bootstrap, resampling configs with replacement within each
-budget (and the seeds of each repeated config), refitting both approaches; the runs are
-put in a fixed order first, so the intervals do not depend on the order they came in.
+Intervals: a fixed-design residual bootstrap around variable projection's law
+(bootstrap.py), refitting both approaches; its percentile intervals are widened for the
+fit's residual degrees of freedom (rules.py). The runs are put in a fixed order first, so
+the intervals do not depend on the order they came in.
 """
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ from llm_sweep.core.references import (SEED_COMPUTE, SEED_NON_EMBEDDING_PARAMS, 
                                        SEED_TOKENS)
 from llm_sweep.scaling import lbfgs as fit_lbfgs, varpro as fit_varpro
 from llm_sweep.scaling.compare import compare
-from llm_sweep.scaling.points import (Data, Resample, RunPoint, bootstrap_draws, check_enough,
-                                       collect, noise)
+from llm_sweep.scaling.bootstrap import Resample, fixed_design_draws, residual_dof
+from llm_sweep.scaling.law import Law
+from llm_sweep.scaling.points import Data, RunPoint, check_enough, collect, noise
 from llm_sweep.scaling.approach2 import approach2, budget_minimum, frontier
-from llm_sweep.scaling.estimates import PARAMETERS, FlopsPerToken, LossSurface
+from llm_sweep.scaling.estimates import LARGEST_BUDGET, PARAMETERS, SEED_RUN, FlopsPerToken
 from llm_sweep.scaling.lbfgs import BLAS
 from llm_sweep.scaling.optimum import outside_factor, tokens_per_param
 from llm_sweep.scaling.fit_record import FitInputs, FitResult, ScalingFit, SeedRun
@@ -51,34 +53,39 @@ def _per_token(ln_n: np.ndarray, compute: np.ndarray, tokens: np.ndarray) -> np.
     return np.polyfit(ln_n, np.log(compute / tokens), 1)[::-1]
 
 
-def _approach3(data: Data, ln_n: np.ndarray, draws: Sequence[Resample], targets: dict[str, float],
-               per_token: np.ndarray) -> tuple[tuple[LossSurface, LossSurface], tuple[np.ndarray, np.ndarray]]:
-    """Approach 3 by L-BFGS and by variable projection, and the second's full fit and
-    refits as (ln A, ln B, ln E, alpha, beta), which the comparison needs."""
-    ln_d = np.log(data.tokens)
-    fitted = (ln_n, ln_d, data.loss)
-    span = (data.budgets[0].compute, data.budgets[-1].compute)
-    lbfgs = fit_lbfgs.fit_lbfgs(ln_n, ln_d, data.loss)
-    # Each refit starts from the full fit and from the grid's best for its own data.
-    lbfgs_boot = np.array([fit_lbfgs.fit_lbfgs(ln_n[d.index], ln_d[d.index], d.loss, lbfgs) for d in draws])
-    varpro = fit_varpro.fit_varpro(ln_n, ln_d, data.loss)
-    varpro_boot = np.array([fit_varpro.fit_varpro(ln_n[d.index], ln_d[d.index], d.loss) for d in draws])
-    lbfgs_boot, varpro_boot = (boot.reshape(len(draws), 5) for boot in (lbfgs_boot, varpro_boot))
-    surfaces = tuple(
-        loss_surface(module.METHOD, module.BOX, theta, boot, fitted, targets, per_token, span,
-                     fit_lbfgs.objective(theta, *fitted))
-        for module, theta, boot in ((fit_lbfgs, lbfgs, lbfgs_boot), (fit_varpro, varpro, varpro_boot)))
-    return surfaces, (varpro, varpro_boot)
+def _refits(search, ln_n: np.ndarray, ln_d: np.ndarray, draws: Sequence[Resample], *start) -> np.ndarray:
+    """(resamples, 5) of one search's refits (rows of NaN: failed)."""
+    return np.array([search(ln_n[d.index], ln_d[d.index], d.loss, *start) for d in draws]).reshape(len(draws), 5)
 
 
-def fit_one(data: Data, sizes: np.ndarray, draws: Sequence[Resample], targets: dict[str, float]) -> ScalingFit:
-    """Approaches 2 and 3 with N = sizes (total or non-embedding parameters)."""
-    ln_n = np.log(sizes)
+def fit_one(data: Data, sizes: np.ndarray, targets: dict[str, float], resamples: int, seed: int,
+            lbfgs: bool = True) -> ScalingFit:
+    """Approaches 2 and 3 with N = sizes (total or non-embedding parameters), their
+    intervals from one fixed-design bootstrap around variable projection's law (bootstrap.py).
+    Without `lbfgs`, Approach 3 is searched only by variable projection (the calibration
+    harness: the law the report uses, at a fraction of the cost)."""
+    ln_n, ln_d = np.log(sizes), np.log(data.tokens)
     per_token = _per_token(ln_n, data.compute, data.tokens)
-    two = approach2(data, ln_n, draws, targets, per_token)
-    (lbfgs, varpro), (theta, boot) = _approach3(data, ln_n, draws, targets, per_token)
-    return ScalingFit(two, lbfgs, FlopsPerToken(float(np.exp(per_token[0])), float(per_token[1])), varpro,
-                      compare(data, ln_n, per_token, two, varpro, theta, boot))
+    fitted, span = (ln_n, ln_d, data.loss), (data.budgets[0].compute, data.budgets[-1].compute)
+    theta = fit_varpro.fit_varpro(*fitted)
+    # No law, no residuals to resample: no intervals (nothing is constrained), not zero-width ones.
+    draws = [] if np.isnan(theta).any() else fixed_design_draws(
+        data, Law(*parameters(theta)).loss(sizes, data.tokens), resamples, seed)
+    boot = _refits(fit_varpro.fit_varpro, ln_n, ln_d, draws)
+    dof = residual_dof(len(data.loss))
+    varpro = loss_surface(fit_varpro.METHOD, fit_varpro.BOX, theta, boot, fitted, targets, per_token, span,
+                          fit_lbfgs.objective(theta, *fitted), dof)
+    two = approach2(data, ln_n, draws, targets, per_token, dof, theta)
+    if lbfgs:
+        full = fit_lbfgs.fit_lbfgs(*fitted)
+        # Each refit starts from the full fit and from the grid's best for its own data.
+        chinchilla = loss_surface(fit_lbfgs.METHOD, fit_lbfgs.BOX, full,
+                                  _refits(fit_lbfgs.fit_lbfgs, ln_n, ln_d, draws, full), fitted, targets,
+                                  per_token, span, fit_lbfgs.objective(full, *fitted), dof)
+    else:
+        chinchilla = varpro
+    return ScalingFit(two, chinchilla, FlopsPerToken(float(np.exp(per_token[0])), float(per_token[1])), varpro,
+                      compare(data, ln_n, per_token, two, varpro, theta, boot, dof))
 
 
 def _inputs(data: Data, skipped: Optional[dict[str, int]], count: int, seed: int) -> FitInputs:
@@ -89,16 +96,15 @@ def _inputs(data: Data, skipped: Optional[dict[str, int]], count: int, seed: int
 
 
 def fit_scaling(points: Sequence[RunPoint], resamples: int = RESAMPLES, seed: int = 0,
-                skipped: Optional[dict[str, int]] = None) -> FitResult:
+                skipped: Optional[dict[str, int]] = None, lbfgs: bool = True) -> FitResult:
     """Both approaches with N = total and N = non-embedding params (fit.json: its to_json()).
     The result depends on the runs, not on their order."""
     data = collect(points)
     check_enough(data)
-    draws = bootstrap_draws(data, resamples, seed)
-    targets = {"largest budget": data.budgets[-1].compute, "seed run": SEED_COMPUTE}
+    targets = {LARGEST_BUDGET: data.budgets[-1].compute, SEED_RUN: SEED_COMPUTE}
     with BLAS.limit(limits=1, user_api="blas"):  # the parabolas and lines too (fit_lbfgs.BLAS)
-        total = fit_one(data, data.params, draws, targets)
-        non_embedding = fit_one(data, data.non_embedding_params, draws, targets)
+        total = fit_one(data, data.params, targets, resamples, seed, lbfgs)
+        non_embedding = fit_one(data, data.non_embedding_params, targets, resamples, seed, lbfgs)
     residuals = data.loss - total.law.loss(data.params, data.tokens)
     scatter = float(np.sqrt((residuals ** 2).sum() / (len(residuals) - 5))) if len(residuals) > 5 else None
     return FitResult(data.n_runs, replace(noise(data), scatter=scatter), _inputs(data, skipped, resamples, seed),

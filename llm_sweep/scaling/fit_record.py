@@ -6,11 +6,14 @@ it back (a fit.json of an older report too: its newer keys take their defaults).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
-from llm_sweep.scaling.estimates import (Estimate, FlopsPerToken, Json, LossSurface, PowerLaws,
+import numpy as np
+
+from llm_sweep.scaling.estimates import (Bounds, Estimate, FlopsPerToken, Json, LossSurface, PowerLaws,
                                        read_estimate)
 from llm_sweep.scaling.rules import ConstraintRule
+from llm_sweep.scaling.verdicts import pooled_sd, sd_interval
 
 
 @dataclass(frozen=True)
@@ -90,24 +93,43 @@ class ScalingFit:
 
 @dataclass(frozen=True)
 class Noise:
-    """Seed-to-seed noise of the configs run with several seeds (None without any)."""
+    """Seed-to-seed noise of the configs run with several seeds (None without any): the
+    one noise record of the project, for the report's verdicts and for fit.json."""
 
     repeated_configs: int
-    max_spread: Optional[float]
+    max_spread: Optional[float]  # the widest max - min over one config's seeds
     pooled_sd: Optional[float]
     # The sd of the configs' mean losses around the fitted L(N, D) (variable projection, N =
     # all parameters), its five constants' degrees of freedom taken off: the scatter the
     # fit's intervals rest on, beside the seed noise (None in an older fit.json).
     scatter: Optional[float] = None
+    dof: int = 0  # of the pooled sd: seeds minus one, summed over the repeated configs
+
+    @classmethod
+    def of_seeds(cls, groups: Sequence[Sequence[float]]) -> Noise:
+        """The noise of configs given as their seeds' values."""
+        repeated = [np.asarray(x, dtype=float) for x in groups if len(x) > 1]
+        if not repeated:
+            return cls(0, None, None)
+        return cls(len(repeated), float(max(np.ptp(x) for x in repeated)), pooled_sd(*repeated),
+                   dof=sum(len(x) - 1 for x in repeated))
+
+    @property
+    def pooled_sd_ci(self) -> Bounds:
+        """The pooled sd's 95% interval (None without one)."""
+        if self.pooled_sd is None or self.dof < 1:
+            return None, None
+        return sd_interval(self.pooled_sd, self.dof)
 
     def to_json(self) -> Json:
         return {"repeated_configs": self.repeated_configs, "max_spread": self.max_spread,
-                "pooled_sd": self.pooled_sd, "scatter_around_law": self.scatter}
+                "pooled_sd": self.pooled_sd, "scatter_around_law": self.scatter, "dof": self.dof,
+                "pooled_sd_ci": list(self.pooled_sd_ci)}
 
     @classmethod
     def from_json(cls, block: Json) -> Noise:
         return cls(block["repeated_configs"], block["max_spread"], block["pooled_sd"],
-                   block.get("scatter_around_law"))
+                   block.get("scatter_around_law"), block.get("dof", 0))
 
 
 @dataclass(frozen=True)

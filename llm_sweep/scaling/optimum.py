@@ -8,6 +8,8 @@ compute / tokens: D_opt = C / flops_per_token(N_opt), exactly C / 6N for a plain
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from llm_sweep.scaling.estimates import Estimate, Optimum
@@ -28,17 +30,23 @@ def outside_factor(compute: float, lo: float, hi: float, rel_tol: float = 1e-9) 
 
 
 def optimum(label: str, ln_c: float, ln_n: float, ln_n_samples: np.ndarray, per_token: np.ndarray,
-            budget_range: tuple[float, float], failed: float, blocked: str) -> Optimum:
+            budget_range: tuple[float, float], failed: float, blocked: str, dof: Optional[int] = None,
+            centre: Optional[float] = None) -> Optimum:
     """The optimum at one compute: N, D and tokens per parameter with intervals (NaN
     samples, failed refits, left out). `blocked`: why the law it comes from constrains
-    nothing; `failed`: the share of refits that failed."""
+    nothing; `failed`: the share of refits that failed; `dof`: the fit's residual degrees
+    of freedom, which widen the intervals; `centre`: the ln N_opt of the law the refits
+    were drawn from, where the estimator is not that law's own (Approach 2; rules.interval)."""
     ratio, ratio_samples = tokens_per_param(ln_c, ln_n, per_token), tokens_per_param(ln_c, ln_n_samples, per_token)
     with np.errstate(over="ignore"):
         n_samples = np.exp(ln_n_samples)
-    tokens_ci = interval(ratio_samples)
+    truth = ln_n if centre is None else centre  # the bootstrap world's ln N_opt
+    tokens_ci = interval(ratio_samples, float(ratio), dof, log=True,
+                         centre=float(tokens_per_param(ln_c, truth, per_token)))
     reason = RULE.judge("tokens_per_param", float(ratio), tokens_ci, failed, blocked)
     outside = outside_factor(float(np.exp(ln_c)), *budget_range)
-    return Optimum(label, float(np.exp(ln_c)), Estimate(number(np.exp(ln_n)), interval(n_samples)),
+    return Optimum(label, float(np.exp(ln_c)), Estimate(number(np.exp(ln_n)), interval(n_samples, float(np.exp(ln_n)), dof, log=True,
+                                                                                     centre=float(np.exp(truth)))),
                    number(ratio * np.exp(ln_n)), Estimate(number(ratio), tokens_ci), bool(outside > 1.0),
                    float(outside), not reason, reason)
 

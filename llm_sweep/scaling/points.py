@@ -1,5 +1,5 @@
 """What a scaling-law fit is fitted to: finished runs as points, one point per config,
-grouped into compute budgets, and the bootstrap's resamples of them.
+grouped into compute budgets.
 
 Points. Runs equal in every result-deciding param but the seed are one config: its point
 is the mean final val loss of its seeds, and the seeds' spread is the noise. Runs are
@@ -117,34 +117,4 @@ def check_enough(data: Data) -> None:
 
 
 def noise(data: Data) -> Noise:
-    repeated = [losses for losses in data.seed_losses if len(losses) > 1]
-    if not repeated:
-        return Noise(0, None, None)
-    dof = sum(len(losses) - 1 for losses in repeated)
-    pooled = np.sqrt(sum(((losses - losses.mean()) ** 2).sum() for losses in repeated) / dof)
-    return Noise(len(repeated), float(max(np.ptp(x) for x in repeated)), float(pooled))
-
-
-@dataclass(frozen=True)
-class Resample:
-    """One bootstrap draw: configs drawn with replacement within each budget (`index`,
-    grouped budget by budget as `data.budgets` lists them), each scored by its seeds drawn
-    with replacement (`loss`)."""
-
-    index: np.ndarray
-    loss: np.ndarray
-
-    def by_budget(self, data: Data) -> list[tuple[np.ndarray, np.ndarray]]:
-        cuts = np.cumsum([len(b.members) for b in data.budgets])[:-1]
-        return list(zip(np.split(self.index, cuts), np.split(self.loss, cuts)))
-
-
-def bootstrap_draws(data: Data, count: int, seed: int) -> list[Resample]:
-    """`count` resamples, the same for the same data and seed."""
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(count):
-        index = np.concatenate([rng.choice(b.members, len(b.members)) for b in data.budgets])
-        losses = np.array([rng.choice(data.seed_losses[i], len(data.seed_losses[i])).mean() for i in index])
-        draws.append(Resample(index, losses))
-    return draws
+    return Noise.of_seeds(data.seed_losses)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from scipy import stats
 
 from llm_sweep.scaling.estimates import Bounds, Json
 
@@ -30,6 +31,7 @@ SIZE_CI_RATIO = 2.0
 MAX_FAILED = 0.1  # share of refits that may fail (or sit on a bound) before nothing is constrained
 FAR = 10.0  # beyond this factor outside the fitted budgets, an optimum is neither quoted nor drawn
 ROUNDING = 1e-9  # an interval exactly at a limit (0.55 - 0.45) passes
+CONFIDENCE = 0.95
 EXPONENTS = frozenset({"alpha", "beta", "a", "b", "alpha - beta"})
 
 
@@ -84,15 +86,46 @@ class ConstraintRule:
 RULE = ConstraintRule()
 
 
-def interval(samples: np.ndarray) -> Bounds:
-    """The 95% interval; NaN (a failed refit) is left out, an infinite bound is None."""
+def widening(dof: Optional[int]) -> float:
+    """How much wider than its percentiles a bootstrap interval is printed: the Student-t
+    quantile over the normal one at the fit's residual degrees of freedom (1 without them).
+    The residuals a fit leaves estimate its noise with few degrees of freedom; the factor is
+    what a t interval adds over a normal one for that (bootstrap.py, docs/statistics.md)."""
+    if dof is None:
+        return 1.0
+    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof) / stats.norm.ppf(0.5 + CONFIDENCE / 2))
+
+
+def interval(samples: np.ndarray, value: Optional[float] = None, dof: Optional[int] = None,
+             log: bool = False, centre: Optional[float] = None) -> Bounds:
+    """The 95% interval of refits; NaN (a failed refit) is left out, an infinite bound is
+    None. Without `value`: the refits' percentiles. With the full fit's `value` and the
+    bootstrap world's truth `centre` (what the refits estimate: the law they were drawn
+    from), the basic bootstrap: the value minus the refits' errors' percentiles, which
+    also takes out what the estimator's bias does in the bootstrap world (Approach 2's
+    grid). Each side is widened by widening(`dof`); `log`: on a log scale (sizes, ratios)."""
     samples = np.asarray(samples, dtype=float)
     samples = samples[~np.isnan(samples)]
     if not len(samples):
         return None, None
-    with np.errstate(invalid="ignore"):  # inf - inf between two infinite refits: NaN, no bound
-        low, high = (float(q) if np.isfinite(q) else None for q in np.percentile(samples, [2.5, 97.5]))
-    return low, high
+    tail = 100 * (1 - CONFIDENCE) / 2
+    factor = widening(dof)
+    with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf between two infinite refits: NaN
+        if value is None or centre is None or not (np.isfinite(value) and np.isfinite(centre)):
+            low, high = np.percentile(samples, [tail, 100 - tail])
+            return tuple(float(q) if np.isfinite(q) else None for q in (low, high))
+        if log and min(value, centre) <= 0:
+            return None, None
+        scale = np.log if log else (lambda x: x)
+        errors = scale(np.where(samples > 0, samples, np.nan) if log else samples) - scale(centre)
+        errors = errors[~np.isnan(errors)]
+        if not len(errors):
+            return None, None
+        below, above = np.percentile(errors, [tail, 100 - tail])
+        low, high = scale(value) - factor * above, scale(value) - factor * below
+        if log:
+            low, high = np.exp(low), np.exp(high)
+    return tuple(float(q) if np.isfinite(q) else None for q in (low, high))
 
 
 def number(value: float) -> Optional[float]:

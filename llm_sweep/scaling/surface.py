@@ -18,7 +18,7 @@ import numpy as np
 from llm_sweep.scaling.estimates import PARAMETERS, Bounds, Constant, LossSurface, SurfaceSearch
 from llm_sweep.scaling.lbfgs import HUBER_DELTA
 from llm_sweep.scaling.optimum import optimum, rests_on
-from llm_sweep.scaling.rules import RULE, interval, number
+from llm_sweep.scaling.rules import EXPONENTS, RULE, interval, number
 
 # Exponents: absolute; a positive bound of E, A or B: relative; a bound of 0: a term that
 # adds less than this share of the lowest loss anywhere in the runs is absent.
@@ -87,7 +87,7 @@ def _samples(theta: np.ndarray, k: float) -> dict[str, np.ndarray]:
 def loss_surface(method: str, box: dict[str, Bounds], theta: np.ndarray, boot: np.ndarray,
                  data: tuple[np.ndarray, np.ndarray, np.ndarray], targets: dict[str, float],
                  per_token: np.ndarray, budget_range: tuple[float, float],
-                 objective: Optional[float] = None) -> LossSurface:
+                 objective: Optional[float] = None, dof: Optional[int] = None) -> LossSurface:
     """The LossSurface of a full fit `theta` and its refits `boot` (rows of NaN: failed),
     both (ln A, ln B, ln E, alpha, beta); `data`: ln N, ln D and the loss fitted."""
     ok = ~np.isnan(boot).any(axis=1)
@@ -102,15 +102,16 @@ def loss_surface(method: str, box: dict[str, Bounds], theta: np.ndarray, boot: n
     values, samples = _samples(theta, per_token[1]), _samples(boot[ok], per_token[1])
     constants = {}
     for name, value in values.items():
-        ci = interval(samples[name])
+        ci = interval(samples[name], float(value), dof, log=name not in EXPONENTS, centre=float(value))
         reason = RULE.judge(name, float(value), ci, failed, blocked)
         constants[name] = Constant(number(value), ci, not reason, reason)
     exponents = rests_on(alpha=constants["alpha"], beta=constants["beta"], a=constants["a"])
     at_compute = tuple(
         optimum(label, np.log(c), surface_optimum(theta, np.log(c), per_token),
                 np.where(ok, surface_optimum(boot, np.log(c), per_token), np.nan), per_token, budget_range,
-                failed, blocked or exponents)
+                failed, blocked or exponents, dof)
         for label, c in targets.items())
     search = SurfaceSearch(method, dict(box), at_bound, shares, int((~ok).sum()), converged,
                            None if objective is None else number(objective))
-    return LossSurface(**constants, at_compute=at_compute, huber_delta=HUBER_DELTA, search=search)
+    refits = tuple(tuple(float(x) for x in row) for row in parameters(boot[ok]) if np.isfinite(row).all())
+    return LossSurface(**constants, at_compute=at_compute, huber_delta=HUBER_DELTA, search=search, refits=refits)

@@ -1,17 +1,25 @@
 """Is one side of a comparison better, or can its seeds not tell? A verdict over seeds.
 
 Each side is the final values of one config over its seeds. The difference of the means
-gets a 95% bootstrap interval (each side's seeds resampled with replacement, the
-difference of the resampled means, the 2.5th and 97.5th percentiles; a fixed generator
-seed, so a report is reproducible) and Welch's t-test, which does not assume the two
-sides vary alike. A side wins only at p < 0.01, the bar modded-nanogpt sets for a record
-over repeated seeds. A side with one seed has no spread to test against: no verdict,
-and no interval or p-value that would look like one.
+is judged by Welch's t-test, which does not assume the two sides vary alike, and its 95%
+interval is that test's own: the difference plus or minus the Student-t quantile at the
+Welch-Satterthwaite degrees of freedom times its standard error. So the interval excludes
+0 exactly when p < 0.05, and it covers the true difference 95% of the time at any number
+of seeds (a percentile bootstrap of 2-5 seeds covers 65-88%: it uses the plug-in variance
+and normal tails). A side wins only at p < 0.01, the bar modded-nanogpt sets for a record
+over repeated seeds. A side with one seed has no spread to test against: no verdict, and
+no interval or p-value that would look like one.
+
+An extra independent error can join the seeds' (a fitted law's prediction, for shape
+residuals): its variance adds to the standard error and its degrees of freedom enter the
+Welch-Satterthwaite sum, so the verdict carries that uncertainty too.
+
+How many seeds a comparison needs (`seeds_for_power`): the smallest n a side for which a
+two-sided t-test at p < 0.01 finds a true gap with 80% probability, from the noncentral t.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -22,9 +30,8 @@ from llm_sweep.core.run_record import FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_P
 
 P_THRESHOLD = 0.01
 CONFIDENCE = 0.95
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0
-ONE_SEED = "one seed: no verdict"
+POWER = 0.8
+MAX_SEEDS = 1000  # beyond this a gap is "not detectable by seeds"
 NO_SPREAD = "no spread between seeds on either side: no verdict"
 # Final val loss minus what a fitted L(N, D) predicts from the run's parameters and tokens
 # (llm_sweep.report.shape_residuals): the shape's own effect, lower is better.
@@ -34,10 +41,26 @@ HIGHER_IS_BETTER = {FINAL_VAL_LOSS: False, FINAL_VAL_PPL: False, FINAL_VAL_ACC: 
                     SHAPE_RESIDUAL: False}
 
 
+def one_seed(labels: Sequence[str]) -> str:
+    """The verdict when a side has one seed, naming the side(s)."""
+    return f"one seed on {' and '.join(labels)}: no verdict"
+
+
+@dataclass(frozen=True)
+class ExtraError:
+    """An error independent of the seeds that the difference also carries: its variance
+    and the degrees of freedom of that variance's estimate."""
+
+    variance: float
+    dof: float
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Side a against side b on one metric; `diff` is mean_a - mean_b, `diff_ci` its 95%
-    bootstrap interval (None with one seed on a side), `p_value` Welch's (None likewise)."""
+    interval and `p_value` Welch's (both None with one seed on a side, or no spread);
+    `dof` the test's degrees of freedom; `seeds_needed` the seeds a side that 80% power at
+    p < 0.01 needs for a gap as large as `diff` at the sides' pooled sd (None: unknown)."""
 
     metric: str
     a: str
@@ -50,17 +73,25 @@ class Comparison:
     diff_ci: Optional[tuple[float, float]]
     p_value: Optional[float]
     verdict: str
+    dof: Optional[float] = None
+    seeds_needed: Optional[int] = None
+    law_sd: Optional[float] = None  # the extra error's sd, where one was carried
+
+    @property
+    def decided(self) -> bool:
+        return self.p_value is not None and self.p_value < P_THRESHOLD and self.diff != 0
 
     def record(self) -> dict[str, Any]:
         """The comparison as one JSON object (null where a number does not exist)."""
         return {"metric": self.metric, "a": self.a, "b": self.b, "n_a": self.n_a, "n_b": self.n_b,
                 "mean_a": self.mean_a, "mean_b": self.mean_b, "diff": self.diff,
                 "diff_ci": None if self.diff_ci is None else list(self.diff_ci),
-                "p_value": self.p_value, "verdict": self.verdict}
+                "p_value": self.p_value, "verdict": self.verdict, "dof": self.dof,
+                "seeds_needed": self.seeds_needed, "law_sd": self.law_sd}
 
 
 def compare(metric: str, a_label: str, a_values: Sequence[float], b_label: str,
-            b_values: Sequence[float]) -> Comparison:
+            b_values: Sequence[float], extra: Optional[ExtraError] = None) -> Comparison:
     """The verdict on side a vs side b, one value per seed on each side."""
     if metric not in HIGHER_IS_BETTER:
         raise ValueError(f"{metric}: which way is better is not known "
@@ -71,50 +102,88 @@ def compare(metric: str, a_label: str, a_values: Sequence[float], b_label: str,
                          f"{list(a_values)}, {b_label}: {list(b_values)})")
     mean_a, mean_b = float(a.mean()), float(b.mean())
     diff = mean_a - mean_b
+    law_sd = None if extra is None else math.sqrt(extra.variance)
+    base = (metric, a_label, b_label, a.size, b.size, mean_a, mean_b, diff)
     if min(a.size, b.size) < 2:
-        return Comparison(metric, a_label, b_label, a.size, b.size, mean_a, mean_b, diff, None, None,
-                          ONE_SEED)
-    interval = bootstrap_interval(a, b)
-    p_value = welch_p_value(a, b)
-    verdict = (NO_SPREAD if p_value is None
-               else judge(metric, a_label, b_label, diff, interval, p_value))
-    return Comparison(metric, a_label, b_label, a.size, b.size, mean_a, mean_b, diff, interval,
-                      p_value, verdict)
+        single = [label for label, x in ((a_label, a), (b_label, b)) if x.size < 2]
+        return Comparison(*base, None, None, one_seed(single), law_sd=law_sd)
+    test = welch(a, b, extra)
+    needed = seeds_for_power(abs(diff), pooled_sd(a, b)) if diff else None
+    if test is None:
+        return Comparison(*base, None, None, NO_SPREAD, law_sd=law_sd)
+    interval, p_value, dof = test
+    return Comparison(*base, interval, p_value, judge(metric, a_label, b_label, diff, interval, p_value),
+                      dof, needed, law_sd)
 
 
-def bootstrap_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """The percentile interval of mean(a*) - mean(b*) over resamples of each side's seeds."""
-    rng = np.random.default_rng(BOOTSTRAP_SEED)  # per call: a comparison's interval is its own
-    return _percentiles(_resampled_means(a, rng) - _resampled_means(b, rng))
+def welch(a: np.ndarray, b: np.ndarray, extra: Optional[ExtraError] = None
+          ) -> Optional[tuple[tuple[float, float], float, float]]:
+    """Welch's test of mean(a) - mean(b) (with an extra independent error): its 95% interval,
+    two-sided p-value and degrees of freedom; None when nothing varies (the test is
+    undefined: a zero-width interval would claim certainty no seed gave)."""
+    terms = [(a.var(ddof=1) / a.size, a.size - 1), (b.var(ddof=1) / b.size, b.size - 1)]
+    if extra is not None:
+        terms.append((extra.variance, extra.dof))
+    variance = sum(v for v, _ in terms)
+    if not variance > 0:
+        return None
+    dof = variance ** 2 / sum(v ** 2 / d for v, d in terms if v > 0)
+    se, diff = math.sqrt(variance), float(a.mean() - b.mean())
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof)) * se
+    p_value = float(2 * stats.t.sf(abs(diff) / se, dof))
+    return (diff - half, diff + half), p_value, float(dof)
 
 
 def mean_interval(values: Sequence[float]) -> Optional[tuple[float, float]]:
-    """The 95% percentile bootstrap interval of one side's mean over its seeds; None with
-    one seed."""
+    """The 95% Student-t interval of one side's mean over its seeds; None with one seed or
+    no spread."""
     x = np.asarray(values, dtype=float)
-    if x.size < 2:
+    if x.size < 2 or np.ptp(x) == 0:
         return None
-    return _percentiles(_resampled_means(x, np.random.default_rng(BOOTSTRAP_SEED)))
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, x.size - 1)) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return float(x.mean()) - half, float(x.mean()) + half
 
 
-def _resampled_means(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return x[rng.integers(0, x.size, (BOOTSTRAP_RESAMPLES, x.size))].mean(axis=1)
-
-
-def _percentiles(samples: np.ndarray) -> tuple[float, float]:
-    tail = 100 * (1 - CONFIDENCE) / 2
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def welch_p_value(a: np.ndarray, b: np.ndarray) -> Optional[float]:
-    """Welch's two-sided p-value; None when neither side varies (the test is undefined:
-    scipy would answer 0 for any difference, or NaN)."""
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
+def pooled_sd(*sides: np.ndarray) -> Optional[float]:
+    """The seeds' sd pooled over the sides with 2+ seeds; None without spread."""
+    repeated = [np.asarray(x, dtype=float) for x in sides if len(x) > 1]
+    dof = sum(len(x) - 1 for x in repeated)
+    if not dof:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # nearly equal values: a precision note
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    sd = math.sqrt(sum(((x - x.mean()) ** 2).sum() for x in repeated) / dof)
+    return sd if sd > 0 else None
+
+
+def sd_interval(sd: float, dof: int) -> tuple[float, float]:
+    """The 95% interval of a standard deviation estimated with `dof` degrees of freedom
+    (chi-square): six degrees of freedom leave it uncertain by a factor of about 2 up, 0.6 down."""
+    tail = (1 - CONFIDENCE) / 2
+    return (sd * math.sqrt(dof / stats.chi2.ppf(1 - tail, dof)), sd * math.sqrt(dof / stats.chi2.ppf(tail, dof)))
+
+
+def power(gap: float, sd: float, seeds: int, threshold: float = P_THRESHOLD) -> float:
+    """The chance that a two-sided t-test of `seeds` a side finds a true gap at p < threshold."""
+    dof = 2 * seeds - 2
+    critical = stats.t.ppf(1 - threshold / 2, dof)
+    shift = gap / (sd * math.sqrt(2 / seeds))
+    return float(stats.nct.sf(critical, dof, shift) + stats.nct.cdf(-critical, dof, shift))
+
+
+def seeds_for_power(gap: float, sd: Optional[float], target: float = POWER,
+                    threshold: float = P_THRESHOLD) -> Optional[int]:
+    """The fewest seeds a side that find a gap of `gap` with probability `target`; None
+    when the sd is unknown or more than MAX_SEEDS would be needed."""
+    if sd is None or not sd > 0 or not gap > 0:
+        return None
+    low, high = 2, 2
+    while power(gap, sd, high, threshold) < target:
+        if high >= MAX_SEEDS:
+            return None
+        low, high = high, min(2 * high, MAX_SEEDS)
+    while low < high:  # the smallest n in (low, high] with enough power
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if power(gap, sd, mid, threshold) < target else (low, mid)
+    return high
 
 
 def judge(metric: str, a_label: str, b_label: str, diff: float, interval: tuple[float, float],

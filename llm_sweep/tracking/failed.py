@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from llm_sweep.core.run_record import MLFLOW_FAILED
 from llm_sweep.tracking.describe import MAX_TAG_CHARS, JobContext
 from llm_sweep.tracking.parent import SweepParent
 from llm_sweep.tracking.redact import redact
@@ -32,6 +33,6 @@ def record_failed_job(cfg: DictConfig, run_dir: Path, error: str) -> None:
                 "sweep_id": str(job.sweep_dir), "job_index": str(job.job_num)}
         run_id = with_retries(lambda: client.create_run(parent.experiment_id, run_name=name,
                                                         tags=tags)).info.run_id
-        with_retries(lambda: client.set_terminated(run_id, "FAILED"))
+        with_retries(lambda: client.set_terminated(run_id, MLFLOW_FAILED))
     except Exception as exc:  # the status file still records the failure
         log.warning("MLflow: could not record failed job %s (%s)", run_dir, redact(str(exc)))

@@ -29,8 +29,10 @@ from llm_sweep.core import console
 from llm_sweep.core.config import RunConfig, load_config
 from llm_sweep.core.console import user_errors
 from llm_sweep.core.errors import DataError
-from llm_sweep.core.run_record import (METRICS_FILE, STATUS_FINISHED, SUMMARY_FILE, WORLD_SIZE,
-                                       config_hash, read_json, read_status)
+from llm_sweep.core.run_record import (METRICS_FILE, MLFLOW_FAILED, MLFLOW_FINISHED, MLFLOW_KILLED,
+                                       STATUS_FAILED, STATUS_FINISHED, STATUS_KILLED, STATUS_PRUNED,
+                                       STATUS_RUNNING, SUMMARY_FILE, WORLD_SIZE, config_hash, read_json,
+                                       read_status)
 from llm_sweep.tracking.describe import MAX_TAG_CHARS, derived_params, flatten_params, run_name
 from llm_sweep.tracking.loss_curve import plot_loss_curve
 from llm_sweep.tracking.store import log_params, open_experiment, resolve_uri, with_retries
@@ -43,8 +45,8 @@ OVERRIDES = Path(".hydra") / "overrides.yaml"
 IMPORTED_FROM = "imported_from"  # tag: the run directory's name
 MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
 # status.json -> MLflow; a run still "running" was killed before it could say so
-MLFLOW_STATUS = {STATUS_FINISHED: "FINISHED", "failed": "FAILED", "killed": "KILLED",
-                 "pruned": "KILLED", "running": "FAILED"}
+MLFLOW_STATUS = {STATUS_FINISHED: MLFLOW_FINISHED, STATUS_FAILED: MLFLOW_FAILED, STATUS_KILLED: MLFLOW_KILLED,
+                 STATUS_PRUNED: MLFLOW_KILLED, STATUS_RUNNING: MLFLOW_FAILED}
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -98,7 +100,7 @@ def import_run_dir(client: MlflowClient, experiment_id: str, run_dir: Path,
         chunk = metrics[start:start + MAX_METRICS_PER_CALL]
         with_retries(lambda: client.log_batch(run_id, metrics=chunk))
     _log_artifacts(client, run_id, run_dir, run, summary)
-    with_retries(lambda: client.set_terminated(run_id, MLFLOW_STATUS.get(status["status"], "FAILED")))
+    with_retries(lambda: client.set_terminated(run_id, MLFLOW_STATUS.get(status["status"], MLFLOW_FAILED)))
     loss = f", val loss {summary['val_loss']:.4f}" if summary else ""
     console.show(f"{run_dir.name}: {status['status']}{loss} -> run {run_id}")
     return run_id

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from llm_sweep.core.run_record import BEST_VAL_LOSS, FINAL_VAL_LOSS, OPTUNA_RESULTS_FILE
+from llm_sweep.core.run_record import BEST_VAL_LOSS, FINAL_VAL_LOSS, MLFLOW_FINISHED, OPTUNA_RESULTS_FILE
 from llm_sweep.tracking.describe import experiment_name, flatten_params, git_tags
 from llm_sweep.tracking.parent import SweepParent, sweep_dir_of
 from llm_sweep.tracking.redact import redact
@@ -102,7 +102,7 @@ def _children(client: MlflowClient, parent: SweepParent) -> list[Run]:
 
 def best_child(children: list[Run]) -> Optional[Run]:
     """The FINISHED child with the lowest final validation loss."""
-    finished = [r for r in children if r.info.status == "FINISHED"
+    finished = [r for r in children if r.info.status == MLFLOW_FINISHED
                 and math.isfinite(r.data.metrics.get(FINAL_VAL_LOSS, math.nan))]
     return min(finished, key=lambda r: r.data.metrics[FINAL_VAL_LOSS], default=None)
 
@@ -118,7 +118,7 @@ def finish_parent_run(sweep_dir: Path) -> None:
         best = best_child(children)
         client.log_metric(parent.run_id, "sweep/runs", len(children))
         client.log_metric(parent.run_id, "sweep/finished",
-                          sum(r.info.status == "FINISHED" for r in children))
+                          sum(r.info.status == MLFLOW_FINISHED for r in children))
         if best is not None:
             client.set_tag(parent.run_id, "best_run_id", best.info.run_id)
             client.set_tag(parent.run_id, "best_run_name", best.info.run_name)
@@ -126,7 +126,7 @@ def finish_parent_run(sweep_dir: Path) -> None:
         for path in [sweep_dir / OPTUNA_RESULTS_FILE, *sorted(sweep_dir.glob("*.png"))]:
             if path.exists():
                 client.log_artifact(parent.run_id, str(path))
-        with_retries(lambda: client.set_terminated(parent.run_id, "FINISHED"))
+        with_retries(lambda: client.set_terminated(parent.run_id, MLFLOW_FINISHED))
     except Exception as exc:
         log.warning("MLflow: could not close the sweep's parent run %s (%s)", parent.run_id,
                     redact(str(exc)))
