@@ -25,9 +25,10 @@ from llm_sweep.core import console
 from llm_sweep.core.config import RunConfig, load_config
 from llm_sweep.core.console import exit_with_error
 from llm_sweep.core.errors import ConfigError, LlmSweepError, PeerLost
-from llm_sweep.core.run_record import (MLFLOW_FAILED, MLFLOW_FINISHED, MLFLOW_KILLED, STATUS_FAILED,
-                                       STATUS_FINISHED, STATUS_KILLED, STATUS_PRUNED, STATUS_RUNNING,
-                                       config_hash, read_status, write_status)
+from llm_sweep.core.run_record import (MLFLOW_FAILED, MLFLOW_FINISHED, MLFLOW_KILLED, REFUSED_FILE,
+                                       STATUS_FAILED, STATUS_FINISHED, STATUS_KILLED, STATUS_PRUNED,
+                                       STATUS_RUNNING, config_hash, read_status, write_json,
+                                       write_status)
 from llm_sweep.core.world import World
 from llm_sweep.training.stop import RunInterrupted, RunPruned, StopRequest
 
@@ -167,7 +168,10 @@ def _failed(cfg: DictConfig, record: JobRecord, exc: Exception, keep_going: bool
     on; a single run exits 2 with one line for a user error, 1 with one line when another
     process of the run died, and re-raises a bug."""
     message = one_line(exc)
-    if not isinstance(exc, RunDirTaken):
+    if isinstance(exc, RunDirTaken):
+        if record.main:
+            write_json(Path(record.run_dir) / REFUSED_FILE, {"status": STATUS_FAILED, "error": message})
+    else:
         record.status(STATUS_FAILED, error=message)
     if record.tracker is not None:
         record.tracker.finish(MLFLOW_FAILED, error=one_line(exc, with_type=True))

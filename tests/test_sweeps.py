@@ -174,3 +174,18 @@ def test_the_clean_cpu_study_is_one_family_one_lr_and_repeats_no_data():
     for run in runs:
         tokens = run.budget.flops / flops_per_token(run.model, run.batch.seq_len)
         assert tokens < TRAIN_BYTES, (run.budget.flops, run.model.n_embd, tokens)
+
+
+@pytest.mark.slow
+def test_a_job_refused_its_folder_is_reported_failed_not_as_the_other_runs_result(tmp_path):
+    """A second sweep into a folder of another config's finished jobs: each job refuses its
+    folder, and the table says so instead of showing the earlier run's loss as its own."""
+    sweep = ["--multirun", *TINY, "hydra.sweep.dir=sweep"]
+    first = run_app([*sweep, "model.n_embd=64"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_app([*sweep, "model.n_embd=128"], tmp_path)
+    assert "holds a run with a different config" in second.stderr
+    table = (tmp_path / "sweep" / "sweep_results.md").read_text()
+    (row,) = [line for line in table.splitlines() if line.startswith("| 0 |")]
+    assert "| failed | - |" in row and "model.n_embd=128" in row and "holds a run with a different config" in row
+    assert "0/1 jobs finished" in second.stdout

@@ -27,6 +27,9 @@ from typing import Any, Optional
 
 # --- files ---------------------------------------------------------------------------
 STATUS_FILE = "status.json"
+# A job refused its folder (another config finished there): its own record, beside the
+# other run's status.json, which it must not overwrite.
+REFUSED_FILE = "refused.json"
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 MLFLOW_RUN_FILE = "mlflow_run.json"

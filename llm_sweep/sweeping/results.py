@@ -15,8 +15,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from llm_sweep.core import console
-from llm_sweep.core.run_record import (STATUS_FAILED, STATUS_FILE, STATUS_FINISHED,
-                                       SWEEP_RESULTS_FILE, read_status)
+from llm_sweep.core.run_record import (REFUSED_FILE, STATUS_FAILED, STATUS_FILE, STATUS_FINISHED,
+                                       SWEEP_RESULTS_FILE, read_json, read_status)
 
 
 @dataclass
@@ -33,6 +33,10 @@ def collect_results(sweep_dir: Path) -> list[JobResult]:
     for status_file in sorted(Path(sweep_dir).glob(f"*/{STATUS_FILE}"), key=_job_order):
         job_dir = status_file.parent
         status = read_status(job_dir) or {"status": "unreadable"}
+        refused = job_dir / REFUSED_FILE
+        if refused.exists() and refused.stat().st_mtime >= status_file.stat().st_mtime:
+            # This sweep's job refused the folder: the status there is another config's run.
+            status = read_json(refused) or {"status": STATUS_FAILED, "error": "refused its folder"}
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
         results.append(JobResult(job_dir, overrides, status["status"], status.get("val_loss"),
