@@ -548,3 +548,12 @@ def _drawn(figure) -> list[float]:
     drawn across the axes whatever their range, left out)."""
     return [x for ax in figure.axes for line in ax.get_lines() if list(line.get_xdata()) != [0, 1]
             for x in np.atleast_1d(line.get_xdata())]
+
+
+def test_reruns_of_a_seed_are_one_point_of_their_mean():
+    """The one rerun policy (report.rows.by_seed): two runs of one seed are one draw."""
+    row = lambda run_id, seed, loss: RunRow(run_id, run_id, "x", "FINISHED", "custom", "llama", 2, 64, 1, 1000, 800,
+                                            "adamw", 1e-3, "1e+12 FLOPs", seed, tokens=1e6, val_loss=loss,
+                                            flops_budget=1e12, flops=6e9, config_key=(("model.n_embd", "64"),))
+    points, skipped = points_from_runs([row("a", 1, 3.0), row("b", 1, 3.2), row("c", 2, 3.5)])
+    assert sorted(p.loss for p in points) == pytest.approx([3.1, 3.5]) and skipped == {}

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from llm_sweep.core.errors import ConfigError, DataError
-from llm_sweep.report.rows import ConfigKey, RunRow
+from llm_sweep.report.rows import ConfigKey, RunRow, by_seed
 from llm_sweep.report.tables import read_csv
 from llm_sweep.scaling.design import Design, PlannedRun
-from llm_sweep.scaling.fit_record import FitResult
+from llm_sweep.scaling.fit_record import FitResult, Noise
 from llm_sweep.scaling.law import Law
 
 
@@ -39,12 +39,15 @@ def law_from_fit(path: Path) -> Law:
                beta=surface.beta.value, c=flops.coefficient, k=flops.exponent)
 
 
-def _study_runs(path: Path) -> list[RunRow]:
+def _finished(path: Path) -> list[RunRow]:
     try:
-        rows = read_csv(path)
+        return [row for row in read_csv(path) if row.finished]
     except OSError as exc:
         raise DataError(f"--runs {path}: {exc}") from exc
-    runs = [row for row in rows if row.finished and row.flops_budget is not None]
+
+
+def _study_runs(path: Path) -> list[RunRow]:
+    runs = [row for row in _finished(path) if row.flops_budget is not None]
     if not runs:
         raise DataError(f"--runs {path}: no finished runs with a FLOP budget (a runs.csv of report)")
     return runs
@@ -104,6 +107,32 @@ def noise_level(given: str, law_path: Optional[Path], runs: Optional[Path], law:
     if not value > 0:
         raise ConfigError(f"--noise {given!r}: expected a positive number, seed or scatter")
     return value, "--noise"
+
+
+def measured_noise(given: str, law_path: Optional[Path], runs: Optional[Path]) -> tuple[Noise, str]:
+    """The seed noise a seed count is planned from, with its degrees of freedom: pooled over
+    the configs of --runs run with several seeds, else --law's fit.json, else a --noise number."""
+    if runs is not None:
+        configs: dict[ConfigKey, list[RunRow]] = defaultdict(list)
+        for row in _finished(runs):
+            configs[row.config_key].append(row)
+        noise = Noise.of_seeds([[statistics.fmean(run.val_loss for run in seed) for seed in by_seed(rows)]
+                                for rows in configs.values()])
+        if noise.pooled_sd is None:
+            raise DataError(f"--runs {runs}: no config was run with several seeds: no seed noise to plan from")
+        return noise, f"pooled over the {noise.repeated_configs} repeated config(s) of {runs}"
+    if law_path is not None and given == "seed":
+        noise = read_fit(law_path).noise
+        if noise.pooled_sd is None:
+            raise DataError(f"--law {law_path}: its study ran no config with several seeds")
+        return noise, f"the pooled seed noise of {law_path}"
+    try:
+        value = float(given)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError("--gap needs the seed noise: --runs RUNS.csv, --law FIT.json or --noise NUMBER")
+    return Noise(0, None, value), "--noise (no degrees of freedom: no interval)"
 
 
 def positive_floats(text: str) -> list[float]:

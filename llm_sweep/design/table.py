@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Optional
 
+from llm_sweep.scaling.fit_record import Noise
 from llm_sweep.scaling.law import Law
+from llm_sweep.scaling.verdicts import P_THRESHOLD, POWER, seeds_for_power
 from llm_sweep.scaling.simulate import TOLERANCE, Simulation, Spread
 
 LABELS = {"a": "a (N_opt ~ C^a)", "b": "b (D_opt ~ C^b)", "tokens_per_param": "tokens/param at top C"}
@@ -42,3 +44,17 @@ def format_simulation(simulation: Simulation, law: Law, source: str, noise_sourc
                       + (f", {hours / processes:.3g} h with {processes} at once" if processes > 1 else "")
                       + ".")
     return "\n".join(lines) + "\n"
+
+
+def format_seeds(gap: float, noise: Noise, source: str) -> str:
+    """The seeds a side for 80% power at p < 0.01, at the noise and its interval's ends."""
+    sd = noise.pooled_sd
+    count = lambda value: seeds_for_power(gap, value)
+    shown = lambda n: "more than 1000" if n is None else str(n)
+    line = (f"To detect a true gap of {gap:g} in final loss at p < {P_THRESHOLD:g} with {POWER:.0%} power: "
+            f"{shown(count(sd))} seeds a side, at the seed sd {sd:.4f} ({source})")
+    low, high = noise.pooled_sd_ci
+    if low is None:
+        return line + ".\n"
+    return (line + f". That sd rests on {noise.dof} degrees of freedom: its 95% interval {low:.4f} to {high:.4f} "
+            f"needs {shown(count(low))} to {shown(count(high))} seeds a side.\n")

@@ -25,7 +25,7 @@ from typing import Callable, Hashable, Iterable, Optional, Sequence
 from llm_sweep.core.run_record import FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL
 from llm_sweep.report.learning_rates import (LrCurve, LrFairness, Transfer, lr_curves, lr_fairness,
                                              transfers)
-from llm_sweep.report.rows import RunRow
+from llm_sweep.report.rows import RunRow, by_seed
 from llm_sweep.report.tables import si
 from llm_sweep.scaling.fit_record import Noise
 from llm_sweep.scaling.verdicts import Comparison, compare
@@ -67,12 +67,8 @@ class ConfigResult:
     def seed_values(self, metric: str) -> list[float]:
         """One value of `metric` per seed that logged it: the runs of one seed averaged (a
         rerun is not a new draw); a run without a seed counts alone."""
-        by_seed: dict[object, list[float]] = defaultdict(list)
-        for run in self.runs:
-            value = METRICS[metric](run)
-            if value is not None:
-                by_seed[run.run_id if run.seed is None else run.seed].append(value)
-        return [statistics.fmean(values) for values in by_seed.values()]
+        values = ([v for v in map(METRICS[metric], runs) if v is not None] for runs in by_seed(self.runs))
+        return [statistics.fmean(seed) for seed in values if seed]
 
 
 @dataclass(frozen=True)

@@ -164,10 +164,10 @@ def comparison(fit: ScalingFit) -> list[str]:
     bias = _bias(fit, found)
     lines += ["", *([bias] if bias else []),
               "A parabola in ln N fits an iso-FLOP curve exactly only when the curve is symmetric (alpha = "
-              "beta) and its sizes are centred on the minimum: over sizes from x1/8 to x8, an asymmetric curve "
-              f"(Chinchilla's alpha 0.34, beta 0.28) biases Approach 2's tokens per parameter by "
-              f"{CHINCHILLA_WIDE_BIAS}. The estimate printed for Approach 2 is the parabola's own, bias included; its "
-              "interval is corrected for the bias: each bootstrap refit's error is measured against the fitted "
-              "law's exact optimum, so the interval moves by what these sizes do to the parabola on that law. "
-              "Approach 3 fits the curve itself and has no such bias."]
+              "beta) and its sizes are centred on the minimum. (For orientation only: on a grid centred on the "
+              f"minimum from x1/8 to x8, Chinchilla's asymmetric curve biases it by {CHINCHILLA_WIDE_BIAS}; "
+              "this study's own grid's bias is the line above.) The estimate printed for Approach 2 is the "
+              "parabola's own, bias included; its interval is corrected for the bias: each bootstrap refit's "
+              "error is measured against the fitted law's exact optimum, so the interval moves by what these "
+              "sizes do to the parabola on that law. ""Approach 3 fits the curve itself and has no such bias."]
     return lines

@@ -4,7 +4,7 @@ constrain it, the rule that decides that, what the data leave open, and how the 
 approaches compare)."""
 from __future__ import annotations
 
-import json
+import statistics
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +20,7 @@ from llm_sweep.report.fit_plots import plot_frontier, plot_isoflop
 from llm_sweep.scaling.fit_record import FitResult, LrGrid, ScalingFit
 from llm_sweep.scaling.rules import FAR, RULE
 from llm_sweep.report.learning_rates import lr_curves, lr_fairness
-from llm_sweep.report.rows import RunRow
+from llm_sweep.report.rows import ConfigKey, RunRow, by_seed
 from llm_sweep.report.tables import ratio, si
 
 TOTAL = {"seed": SEED_TOKENS_PER_PARAM, "Chinchilla": CHINCHILLA_TOKENS_PER_PARAM}
@@ -110,20 +110,21 @@ def _approach3(fit: ScalingFit, resamples: int) -> list[str]:
 
 
 def points_from_runs(rows: Sequence[RunRow]) -> tuple[list[RunPoint], dict[str, int]]:
-    """The runs a fit can use, and how many of the others were left out and why. A rerun of
-    a config with the same seed is not another sample of the noise: only its first counts."""
-    points, skipped, seen = [], defaultdict(int), set()
+    """The runs a fit can use, one point per seed of a config (reruns of a seed averaged:
+    rows.by_seed), and how many runs were left out and why."""
+    skipped: dict[str, int] = defaultdict(int)
+    configs: dict[ConfigKey, list[RunRow]] = defaultdict(list)
     for row in rows:
         if not row.finished:
             skipped["not finished"] += 1
         elif row.tokens is None or row.flops is None:
             skipped["no tokens or compute logged"] += 1
-        elif (row.config_key, row.seed) in seen:
-            skipped["reruns of a config with the same seed"] += 1
         else:
-            seen.add((row.config_key, row.seed))
-            points.append(RunPoint(row.params, row.non_embedding_params, row.tokens, row.flops,
-                                   row.val_loss, row.flops_budget, row.config_key))
+            configs[row.config_key].append(row)
+    mean = lambda runs, name: statistics.fmean(getattr(run, name) for run in runs)
+    points = [RunPoint(runs[0].params, runs[0].non_embedding_params, mean(runs, "tokens"), mean(runs, "flops"),
+                       mean(runs, "val_loss"), runs[0].flops_budget, key)
+              for key, config in configs.items() for runs in by_seed(config)]
     return points, dict(skipped)
 
 
@@ -211,7 +212,7 @@ def write_fit(rows: Sequence[RunRow], out_dir: Path) -> tuple[FitResult, str, tu
         path.unlink(missing_ok=True)
     points, skipped = points_from_runs(rows)
     fit = replace(fit_scaling(points, skipped=skipped), lr_grid=tuple(lr_grid(rows)))
-    (out_dir / "fit.json").write_text(json.dumps(fit.to_json(), indent=2, allow_nan=False) + "\n")
+    (out_dir / "fit.json").write_text(fit.dumps())
     plot_isoflop(collect(points), fit, out_dir / "isoflop.png")
     plot_frontier(fit, out_dir / "frontier.png")
     return fit, fit_section(fit, study_learning_rates(rows)), written

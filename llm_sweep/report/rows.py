@@ -4,7 +4,7 @@ and `config_key`, which says which runs are seeds of one config. MLflow-free, so
 can be read (the designer, refits of committed results) without it."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -92,3 +92,13 @@ class RunRow:
     @property
     def shape(self) -> tuple[str, int, int, int]:
         return self.arch, self.n_layer, self.n_embd, self.n_head
+
+
+def by_seed(runs: Iterable[RunRow]) -> list[list[RunRow]]:
+    """The runs of one config grouped by seed, in first-seen order: the one rerun policy.
+    A rerun of a seed is not a new draw of the noise, so every statistic takes one value
+    per group (their mean); a run without a seed is a group of its own."""
+    groups: dict[object, list[RunRow]] = {}
+    for run in runs:
+        groups.setdefault(run.run_id if run.seed is None else run.seed, []).append(run)
+    return list(groups.values())

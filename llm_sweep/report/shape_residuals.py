@@ -18,13 +18,13 @@ Under a time budget the tokens part is the throughput's share of the gap.
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
 import numpy as np
 
 from llm_sweep.report.analysis import ConfigResult, Findings, shape_label
+from llm_sweep.report.rows import by_seed
 from llm_sweep.scaling.bootstrap import residual_dof
 from llm_sweep.scaling.verdicts import SHAPE_RESIDUAL, Comparison, ExtraError, compare, mean_interval
 
@@ -94,15 +94,12 @@ class FitRange:
 
 def residual_of(config: ConfigResult, label: str, law: LossLaw, fitted: FitRange) -> ShapeResidual:
     """The config's residuals, one per seed (the runs of one seed averaged, as verdicts count them)."""
-    by_seed: dict[object, list[tuple[float, float]]] = defaultdict(list)
-    for run in config.runs:
-        if run.tokens and run.val_loss is not None:
-            by_seed[run.run_id if run.seed is None else run.seed].append((run.tokens, run.val_loss))
-    if not by_seed:
+    logged = by_seed(run for run in config.runs if run.tokens and run.val_loss is not None)
+    if not logged:
         raise ValueError(f"{config.label}: no run logged its tokens")
     params = config.best.params
-    seeds = [(statistics.fmean(d for d, _ in runs), statistics.fmean(m for _, m in runs))
-             for runs in by_seed.values()]
+    seeds = [(statistics.fmean(run.tokens for run in runs), statistics.fmean(run.val_loss for run in runs))
+             for runs in logged]
     tokens = statistics.fmean(d for d, _ in seeds)
     measured = statistics.fmean(m for _, m in seeds)
     residuals = tuple(m - law.loss(params, d) for d, m in seeds)

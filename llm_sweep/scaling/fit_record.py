@@ -5,6 +5,8 @@ compare, and the learning-rate grids. to_json() is fit.json's content; from_json
 it back (a fit.json of an older report too: its newer keys take their defaults)."""
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -14,6 +16,8 @@ from llm_sweep.scaling.estimates import (Bounds, Estimate, FlopsPerToken, Json, 
                                        read_estimate)
 from llm_sweep.scaling.rules import ConstraintRule
 from llm_sweep.scaling.verdicts import pooled_sd, sd_interval
+
+NUMBER_LIST = re.compile(r"\[\s*((?:-?[0-9.eE+-]+|null)(?:,\s*(?:-?[0-9.eE+-]+|null))*)\s*\]")
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,11 @@ class FitResult:
         rule = {} if self.rule is None else {"constraint_rule": self.rule.to_json()}
         return {"n_runs": self.n_runs, "noise": self.noise.to_json(), "inputs": self.inputs.to_json(),
                 **self.total.to_json(), "non_embedding": self.non_embedding.to_json(), **grids, **rule}
+
+    def dumps(self) -> str:
+        """fit.json's text: indented, with each list of numbers (an interval, a refit) on one line."""
+        text = json.dumps(self.to_json(), indent=2, allow_nan=False)
+        return NUMBER_LIST.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
 
     @classmethod
     def from_json(cls, block: Json) -> FitResult:

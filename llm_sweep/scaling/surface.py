@@ -84,6 +84,17 @@ def _samples(theta: np.ndarray, k: float) -> dict[str, np.ndarray]:
     return found
 
 
+def _inside(ci: Bounds, bounds: Bounds) -> Bounds:
+    """An interval cut to the values the search allows (a reflected interval can cross them)."""
+    low, high = ci
+    lo, hi = bounds
+    if lo is not None and low is not None:
+        low = max(low, lo)
+    if hi is not None and high is not None:
+        high = min(high, hi)
+    return low, high
+
+
 def loss_surface(method: str, box: dict[str, Bounds], theta: np.ndarray, boot: np.ndarray,
                  data: tuple[np.ndarray, np.ndarray, np.ndarray], targets: dict[str, float],
                  per_token: np.ndarray, budget_range: tuple[float, float],
@@ -102,7 +113,8 @@ def loss_surface(method: str, box: dict[str, Bounds], theta: np.ndarray, boot: n
     values, samples = _samples(theta, per_token[1]), _samples(boot[ok], per_token[1])
     constants = {}
     for name, value in values.items():
-        ci = interval(samples[name], float(value), dof, log=name not in EXPONENTS, centre=float(value))
+        ci = _inside(interval(samples[name], float(value), dof, log=name not in EXPONENTS, centre=float(value)),
+                     box.get(name, (None, None)))
         reason = RULE.judge(name, float(value), ci, failed, blocked)
         constants[name] = Constant(number(value), ci, not reason, reason)
     exponents = rests_on(alpha=constants["alpha"], beta=constants["beta"], a=constants["a"])
