@@ -1,6 +1,6 @@
 """summary.md's words for what a fit constrains and why not: the constants of an L(N, D)
 and where its search ended, and Approach 2 against Approach 3 with the parabola's
-assumptions that fail in these runs (fit_compare.py)."""
+assumptions that fail in these runs (compare.py)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -11,7 +11,7 @@ from llm_sweep.scaling.estimates import (LARGEST_BUDGET, Bounds, Estimate, Isofl
 from llm_sweep.scaling.fit_record import Comparison, ScalingFit
 from llm_sweep.report.tables import ratio
 
-# Measured with report.fit_compare.parabola_bias: 7 sizes from x1/8 to x8 around the
+# Measured with scaling.compare.parabola_bias: 7 sizes from x1/8 to x8 around the
 # optimum of Chinchilla's law (alpha 0.34, beta 0.28) put the parabola's tokens per
 # parameter 6.5% below the law's.
 CHINCHILLA_WIDE_BIAS = "about 5-7%"

@@ -167,13 +167,16 @@ def fit_section(fit: FitResult, learning_rates: Sequence[str] = ()) -> str:
                 "nearest quarter decade (no budget.flops)" if inputs.groups_from_compute else
                 "each a budget.flops value")
     skipped = "; ".join(f"{n} {why}" for why, n in inputs.skipped.items())
-    noise_text = (f"Seed-to-seed noise: pooled sd {noise.pooled_sd:.4f}, widest spread "
-                  f"{noise.max_spread:.4f} over {noise.repeated_configs} repeated config(s)."
-                  if noise.repeated_configs else
+    low, high = noise.pooled_sd_ci
+    noise_text = (f"Seed-to-seed noise: pooled sd {noise.pooled_sd:.4f} (95% interval {low:.4f} to {high:.4f}, "
+                  f"{noise.dof} degrees of freedom), widest spread {noise.max_spread:.4f} over "
+                  f"{noise.repeated_configs} repeated config(s)."
+                  if noise.repeated_configs and low is not None else
                   "No config was run with several seeds: the intervals rest on the scatter between "
                   "sizes alone.")
     if noise.scatter is not None:
-        times = f" ({noise.scatter / noise.pooled_sd:.1f}x the seed noise)" if noise.pooled_sd else ""
+        times = (f" ({noise.scatter / noise.pooled_sd:.1f}x the seed noise; {noise.scatter / high:.1f}x to "
+                 f"{noise.scatter / low:.1f}x over that noise's interval)") if noise.pooled_sd and low else ""
         noise_text += (f" The configs scatter around the fitted L(N, D) by sd {noise.scatter:.4f}{times}: "
                        "the intervals below rest on that scatter.")
     rule = (fit.rule.text() if fit.rule else "These flags follow an older rule (an interval narrower than "

@@ -11,7 +11,7 @@ fails has no frontier (a failed refit of a and b) rather than a line through few
 Where each vertex sits among its budget's sizes (its position, 0 at the smallest and 1 at
 the largest, and its reach, the farthest size from it as a factor of N) is kept: a
 parabola is exact only for a symmetric curve sampled symmetrically, and these say how far
-a budget's grid is from that (fit_compare.py).
+a budget's grid is from that (compare.py).
 """
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ def fit_study(law: Law, design: Design, noise: float, resamples: int, seed: int)
     data = collect(draw_points(law, design, noise, np.random.default_rng(seed)))
     check_enough(data)
     with BLAS.limit(limits=1, user_api="blas"):
-        fit = fit_one(data, data.params, {LARGEST_BUDGET: max(design.budgets)}, resamples, seed, lbfgs=False)
+        fit = fit_one(data, data.params, {LARGEST_BUDGET: max(design.budgets)}, resamples, seed, with_lbfgs=False)
     return printed(fit)
 
 

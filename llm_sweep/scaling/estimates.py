@@ -1,5 +1,5 @@
-"""The scaling laws of a fit (report/fit.py) as frozen values: estimates with their
-intervals and whether the data constrain them (report/fit_rules.py), Approach 2's minima
+"""The scaling laws of a fit (scaling/fit.py) as frozen values: estimates with their
+intervals and whether the data constrain them (scaling/rules.py), Approach 2's minima
 and power laws, Approach 3's L(N, D). Each part's to_json() gives its block of fit.json
 and from_json() reads it back; attributes have Python's names, the JSON keeps the keys
 fit.json has always had and adds the newer ones after them (a fit.json written before
@@ -46,7 +46,7 @@ def read_estimate(block: Json, name: str) -> Estimate:
 @dataclass(frozen=True)
 class Constant(Estimate):
     """A fitted constant or exponent, whether the data constrain it and, when they do
-    not, why (fit_rules.py)."""
+    not, why (rules.py)."""
 
     constrained: bool
     reason: str = ""
@@ -224,7 +224,7 @@ class LossSurface:
 
     @property
     def theta(self) -> np.ndarray:
-        """(ln A, ln B, ln E, alpha, beta), as report.fit_surface.surface_optimum takes
+        """(ln A, ln B, ln E, alpha, beta), as scaling.surface.surface_optimum takes
         them; a constant of 0 (on its bound) is -inf."""
         with np.errstate(divide="ignore"):
             return np.array([*np.log([self.A.value, self.B.value, self.E.value]), self.alpha.value,
@@ -265,7 +265,7 @@ class FlopsPerToken:
 
     @property
     def ln(self) -> np.ndarray:
-        """(ln c, k), as report.fit_surface.surface_optimum takes them."""
+        """(ln c, k), as scaling.surface.surface_optimum takes them."""
         return np.array([math.log(self.coefficient), self.exponent])
 
     def tokens(self, compute: Any, params: Any) -> Any:

@@ -4,16 +4,16 @@ and 3): for a compute budget C, the model size N and the tokens D that minimise 
 The entry points:
 
 - fit_scaling(points, resamples, seed): everything report --fit writes (fit.json): both
-  approaches, Approach 3 searched two ways (L-BFGS as Chinchilla did, fit_lbfgs.py, and
-  by variable projection, fit_varpro.py), with N = all and N = non-embedding
+  approaches, Approach 3 searched two ways (L-BFGS as Chinchilla did, lbfgs.py, and
+  by variable projection, varpro.py), with N = all and N = non-embedding
   parameters, 95% bootstrap intervals, whether the data constrain each value
-  (fit_rules.py) and how the approaches compare (fit_compare.py).
+  (rules.py) and how the approaches compare (compare.py).
 - fit_point_estimates(points, compute): one dataset's fitted law and Approach 2's
   frontier, without a bootstrap, in tens of milliseconds: for simulating a study many
   times (point_estimates() takes plain arrays of N, D, loss and compute group).
 
-The parts: fit_data.py (runs to points, compute groups, resamples), fit_isoflop.py
-(Approach 2), fit_surface.py (Approach 3's L(N, D) and its bounds), fit_optimum.py (the
+The parts: points.py (runs to points, compute groups, resamples), approach2.py
+(Approach 2), surface.py (Approach 3's L(N, D) and its bounds), optimum.py (the
 optimum at one compute).
 
 Intervals: a fixed-design residual bootstrap around variable projection's law
@@ -30,7 +30,7 @@ import numpy as np
 
 from llm_sweep.core.references import (SEED_COMPUTE, SEED_NON_EMBEDDING_PARAMS, SEED_PARAMS,
                                        SEED_TOKENS)
-from llm_sweep.scaling import lbfgs as fit_lbfgs, varpro as fit_varpro
+from llm_sweep.scaling import lbfgs, varpro
 from llm_sweep.scaling.compare import compare
 from llm_sweep.scaling.bootstrap import Resample, fixed_design_draws, residual_dof
 from llm_sweep.scaling.law import Law
@@ -59,33 +59,33 @@ def _refits(search, ln_n: np.ndarray, ln_d: np.ndarray, draws: Sequence[Resample
 
 
 def fit_one(data: Data, sizes: np.ndarray, targets: dict[str, float], resamples: int, seed: int,
-            lbfgs: bool = True) -> ScalingFit:
+            with_lbfgs: bool = True) -> ScalingFit:
     """Approaches 2 and 3 with N = sizes (total or non-embedding parameters), their
     intervals from one fixed-design bootstrap around variable projection's law (bootstrap.py).
-    Without `lbfgs`, Approach 3 is searched only by variable projection (the calibration
+    Without `with_lbfgs`, Approach 3 is searched only by variable projection (the calibration
     harness: the law the report uses, at a fraction of the cost)."""
     ln_n, ln_d = np.log(sizes), np.log(data.tokens)
     per_token = _per_token(ln_n, data.compute, data.tokens)
     fitted, span = (ln_n, ln_d, data.loss), (data.budgets[0].compute, data.budgets[-1].compute)
-    theta = fit_varpro.fit_varpro(*fitted)
+    theta = varpro.fit_varpro(*fitted)
     # No law, no residuals to resample: no intervals (nothing is constrained), not zero-width ones.
     draws = [] if np.isnan(theta).any() else fixed_design_draws(
         data, Law(*parameters(theta)).loss(sizes, data.tokens), resamples, seed)
-    boot = _refits(fit_varpro.fit_varpro, ln_n, ln_d, draws)
+    boot = _refits(varpro.fit_varpro, ln_n, ln_d, draws)
     dof = residual_dof(len(data.loss))
-    varpro = loss_surface(fit_varpro.METHOD, fit_varpro.BOX, theta, boot, fitted, targets, per_token, span,
-                          fit_lbfgs.objective(theta, *fitted), dof)
+    law = loss_surface(varpro.METHOD, varpro.BOX, theta, boot, fitted, targets, per_token, span,
+                       lbfgs.objective(theta, *fitted), dof)
     two = approach2(data, ln_n, draws, targets, per_token, dof, theta)
-    if lbfgs:
-        full = fit_lbfgs.fit_lbfgs(*fitted)
+    if with_lbfgs:
+        full = lbfgs.fit_lbfgs(*fitted)
         # Each refit starts from the full fit and from the grid's best for its own data.
-        chinchilla = loss_surface(fit_lbfgs.METHOD, fit_lbfgs.BOX, full,
-                                  _refits(fit_lbfgs.fit_lbfgs, ln_n, ln_d, draws, full), fitted, targets,
-                                  per_token, span, fit_lbfgs.objective(full, *fitted), dof)
+        chinchilla = loss_surface(lbfgs.METHOD, lbfgs.BOX, full,
+                                  _refits(lbfgs.fit_lbfgs, ln_n, ln_d, draws, full), fitted, targets,
+                                  per_token, span, lbfgs.objective(full, *fitted), dof)
     else:
-        chinchilla = varpro
-    return ScalingFit(two, chinchilla, FlopsPerToken(float(np.exp(per_token[0])), float(per_token[1])), varpro,
-                      compare(data, ln_n, per_token, two, varpro, theta, boot, dof))
+        chinchilla = law
+    return ScalingFit(two, chinchilla, FlopsPerToken(float(np.exp(per_token[0])), float(per_token[1])), law,
+                      compare(data, ln_n, per_token, two, law, theta, boot, dof))
 
 
 def _inputs(data: Data, skipped: Optional[dict[str, int]], count: int, seed: int) -> FitInputs:
@@ -96,15 +96,15 @@ def _inputs(data: Data, skipped: Optional[dict[str, int]], count: int, seed: int
 
 
 def fit_scaling(points: Sequence[RunPoint], resamples: int = RESAMPLES, seed: int = 0,
-                skipped: Optional[dict[str, int]] = None, lbfgs: bool = True) -> FitResult:
+                skipped: Optional[dict[str, int]] = None, with_lbfgs: bool = True) -> FitResult:
     """Both approaches with N = total and N = non-embedding params (fit.json: its to_json()).
     The result depends on the runs, not on their order."""
     data = collect(points)
     check_enough(data)
     targets = {LARGEST_BUDGET: data.budgets[-1].compute, SEED_RUN: SEED_COMPUTE}
-    with BLAS.limit(limits=1, user_api="blas"):  # the parabolas and lines too (fit_lbfgs.BLAS)
-        total = fit_one(data, data.params, targets, resamples, seed, lbfgs)
-        non_embedding = fit_one(data, data.non_embedding_params, targets, resamples, seed, lbfgs)
+    with BLAS.limit(limits=1, user_api="blas"):  # the parabolas and lines too (lbfgs.BLAS)
+        total = fit_one(data, data.params, targets, resamples, seed, with_lbfgs)
+        non_embedding = fit_one(data, data.non_embedding_params, targets, resamples, seed, with_lbfgs)
     residuals = data.loss - total.law.loss(data.params, data.tokens)
     scatter = float(np.sqrt((residuals ** 2).sum() / (len(residuals) - 5))) if len(residuals) > 5 else None
     return FitResult(data.n_runs, replace(noise(data), scatter=scatter), _inputs(data, skipped, resamples, seed),
@@ -142,13 +142,13 @@ def point_estimates(n: np.ndarray, d: np.ndarray, loss: np.ndarray, budget: np.n
     per_token = _per_token(ln_n, 6 * n * d if flops is None else np.asarray(flops, dtype=float), d)
     groups = np.unique(budget)
     ln_c_at = float(np.log(groups[-1] if compute is None else compute))
-    with BLAS.limit(limits=1, user_api="blas"):  # (fit_lbfgs.BLAS)
+    with BLAS.limit(limits=1, user_api="blas"):  # (lbfgs.BLAS)
         minima = [budget_minimum(ln_n[budget == c], loss[budget == c]) for c in groups]
         line = frontier(np.log(groups), np.array([ln_opt if not why else np.nan for _, ln_opt, why in minima]),
                         per_token)
-        theta = fit_varpro.fit_varpro(ln_n, ln_d, loss)
+        theta = varpro.fit_varpro(ln_n, ln_d, loss)
     values = parameters(theta)
-    low, high = bound_hits(values, fit_varpro.BOX, ln_n, ln_d, loss)
+    low, high = bound_hits(values, varpro.BOX, ln_n, ln_d, loss)
     k = per_token[1]
     a3 = values[4] / (values[3] + k * values[4])
     found = dict(zip(PARAMETERS, map(float, values)))

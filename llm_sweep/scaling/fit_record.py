@@ -24,7 +24,7 @@ NUMBER_LIST = re.compile(r"\[\s*((?:-?[0-9.eE+-]+|null)(?:,\s*(?:-?[0-9.eE+-]+|n
 class Comparison:
     """Approach 2 against Approach 3 (variable projection) at one compute (the largest
     budget's): tokens per parameter and the exponent a from each, whether their intervals
-    are disjoint, and which of the parabola's assumptions fail in these runs (fit_compare.py):
+    are disjoint, and which of the parabola's assumptions fail in these runs (compare.py):
     "grid width", "off-centre grid", "alpha != beta". `parabola_bias`: per budget, the
     parabola's tokens per parameter on the fitted law's own iso-FLOP curve at the sizes
     run, over the law's optimum, minus 1 (None where the budget locates no minimum); the

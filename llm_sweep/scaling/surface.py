@@ -1,5 +1,5 @@
 """Approach 3: L(N, D) = E + A / N^alpha + B / D^beta, its compute-optimal frontier, and
-what its bootstrap says, whichever search found it (fit_lbfgs.py, fit_varpro.py).
+what its bootstrap says, whichever search found it (lbfgs.py, varpro.py).
 
 The compute-optimal exponent is a = beta / (alpha + k beta), with k the exponent of
 flops per token in N (1 for 6 N: Chinchilla's beta / (alpha + beta)).

@@ -3,7 +3,7 @@ al., 2026, arXiv 2603.22339): for fixed exponents (alpha, beta), L = E + A / N^a
 B / D^beta is linear in (E, A, B), so that part is solved exactly, and only (alpha, beta)
 is searched: a grid over the whole box, then a zoom around its best point.
 
-The objective is the L-BFGS fit's (fit_lbfgs.py), Huber with delta 1e-3, on relative
+The objective is the L-BFGS fit's (lbfgs.py), Huber with delta 1e-3, on relative
 residuals (L_fit - L) / L, which equal its log-residuals to first order; so where the two
 fits differ, one optimizer missed the optimum, not a different question answered. For
 fixed exponents that objective is convex in (E, A, B) >= 0 and is minimized by
