@@ -96,14 +96,15 @@ def write_csv(rows: Sequence[RunRow], path: Path) -> None:
 
 
 # Columns every runs.csv has had; and columns an older one lacks, with the value its runs had.
-REQUIRED_COLUMNS = ("model", "arch", "n_layer", "n_embd", "n_head", "optimizer", "lr", "budget", "flops",
+REQUIRED_COLUMNS = ("model", "arch", "n_layer", "n_embd", "n_head", "optimizer", "lr", "budget",
                     "params", "seed", "run_id")
-LATER_COLUMNS = {"parametrization": SP, "base_width": "", "base_depth": ""}
+# (Without `flops`, spent compute is unknown: a fit leaves such runs out and says so.)
+LATER_COLUMNS = {"parametrization": SP, "base_width": "", "base_depth": "", "flops": ""}
 
 
 def read_csv(path: Path) -> list[RunRow]:
     """The runs of a runs.csv this report wrote (committed results refit without their
-    MLflow store): every column back to its field; `flops` (spent compute) is required."""
+    MLflow store): every column back to its field."""
     with open(path, newline="") as f:
         records = [{**LATER_COLUMNS, **record} for record in csv.DictReader(f)]
     missing = [key for key in REQUIRED_COLUMNS if records and key not in records[0]]
