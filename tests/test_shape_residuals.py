@@ -162,11 +162,16 @@ def test_report_law_gives_a_verdict_on_the_shape_part(reported):
     shape = [c for c in json.loads((reported / "comparisons.json").read_text()) if c["metric"] == SHAPE_RESIDUAL]
     by_pair = {(c["a"].split()[1], c["b"].split()[1]): c for c in shape}
     wide = by_pair[("2x128", "2x64")]
-    assert wide["verdict"].startswith("custom 2x128 (wider) beats custom 2x64 (reference)") and wide["p_value"] < 0.01
-    assert wide["diff_ci"][0] < -0.03 + 3 * NOISE and wide["diff_ci"][1] > -0.03 - 3 * NOISE
+    # The committed CPU study's law is not constrained (E on its bound): its own error in
+    # L(wide) - L(ref), as its refits spread, is far larger than the seeds' 0.002, and the
+    # verdict carries it. Treated as exact, the law gave a winner here at p < 0.01.
+    assert wide["law_sd"] > 5 * NOISE
+    assert wide["verdict"].startswith("not distinguishable") and wide["diff_ci"][0] < -0.03 < wide["diff_ci"][1]
+    assert wide["diff"] == pytest.approx(-0.03, abs=3 * NOISE)
     assert by_pair[("6x64", "2x64")]["verdict"].startswith("not distinguishable")
     summary = (reported / "summary.md").read_text()
     assert "## The shape effect beyond N and D" in summary
+    assert "The law is NOT constrained (alpha: E on its lower bound" in summary
     assert "from tokens (the throughput's share under a time budget)" in summary
 
 

@@ -138,12 +138,6 @@ class Budget:
                 params[f"budget.{_LABEL_UNITS.get(unit, 'time')}"] = part[: len(part) - len(unit)]
         return params
 
-    @staticmethod
-    def label_has_time(label: str) -> bool:
-        """Whether a `label()` includes a time budget (its one part without a unit)."""
-        return any(part and part != "none" and not part.endswith(tuple(_LABEL_UNITS))
-                   for part in label.split(" / "))
-
     def steps_allowed(self, tokens_per_step: int, tokens_per_s: float) -> dict[str, float]:
         """Optimizer steps each budget that is set allows (training stops at the first step
         that reaches one); a time budget at `tokens_per_s`."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 from llm_sweep.core.budget import Budget
 from llm_sweep.core.errors import DataError
@@ -42,7 +41,8 @@ def _split_line(s: GapSplit, time_budget: bool) -> str:
 
 
 def section(residuals: list[ShapeResidual], splits: list[GapSplit], law_path: Path, fit: FitResult,
-            budget: Optional[str]) -> str:
+            time_budget: bool) -> str:
+    """The section; `time_budget`: the compared runs had a time budget (tokens are throughput)."""
     law = fit.total.law
     method = "variable projection" if fit.total.approach3_varpro is not None else "L-BFGS"
     lines = ["## The shape effect beyond N and D", "",
@@ -64,7 +64,6 @@ def section(residuals: list[ShapeResidual], splits: list[GapSplit], law_path: Pa
     lines += [(f"The law is NOT constrained ({'; '.join(loose)}): " if loose else "The law is constrained: ")
               + carried + ".", ""]
     if splits:
-        time_budget = budget is not None and Budget.label_has_time(budget)
         lines += ["Each gap in final loss (negative: the first shape is lower), split into what the "
                   "change in parameters and in tokens explains through L(N, D) and what is left for "
                   "shape, with the verdict over seeds on the shape part:", "",
@@ -86,4 +85,5 @@ def write_shape_effects(findings: Findings, law_path: Path, law: tuple[FitResult
                                 "residual_ci": None if r.interval is None else list(r.interval),
                                 "seeds": len(r.residuals), "inside_fit": r.inside} for r in residuals],
                               indent=1, allow_nan=False) + "\n")
-    return section(residuals, splits, law_path, fit, findings.budget), splits, (out,)
+    time_budget = any(Budget.from_params(dict(row.config_key)).cfg.time for row in findings.compared)
+    return section(residuals, splits, law_path, fit, time_budget), splits, (out,)
