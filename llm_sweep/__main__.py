@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from llm_sweep.core.config import CONF_DIR, register_configs
 from llm_sweep.core.world import World
 from llm_sweep.job import run_job
+from llm_sweep.sweeping.command_line import check_command_line
 
 register_configs()
 # Hydra writes these for the run; only rank 0 does (its run directory is everyone's).
@@ -44,6 +45,7 @@ def quiet_unless_rank_zero() -> Iterator[None]:
 
 
 def main() -> None:
+    check_command_line(sys.argv[1:])  # Hydra's own mistakes as one line, before it reports them
     with quiet_unless_rank_zero():
         hydra_app()
 

@@ -47,11 +47,15 @@ def test_bad_input_fails_with_one_clear_line(tmp_path, override, message):
 
 
 @pytest.mark.slow
-def test_typo_in_a_key_names_it_before_any_compute(tmp_path):
-    result = run_app(["model.n_embdd=3", "tracking=none"], cwd=tmp_path)
-    assert result.returncode == 1
-    assert "n_embdd" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "outputs").exists()
+@pytest.mark.parametrize("override", ["model.n_embdd=3", "+model.n_embdd=3"])
+def test_typo_in_a_key_names_it_before_any_compute(tmp_path, override):
+    """With or without `+` (which Hydra would accept beside the schema's key, and the run then
+    ignore): one line, exit 2, the nearest real key, nothing written."""
+    result = run_app([override, "tracking=mlflow"], cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: model.n_embdd is not a config key: did you mean model.n_embd?")
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ Everything below the entry point takes those checked dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from llm_sweep.core.budget import BudgetConfig, is_positive_duration, parse_duration
 from llm_sweep.core.coordcheck_config import CoordcheckConfig
 from llm_sweep.core.data_config import DataConfig
+from llm_sweep.core.errors import ConfigError
 from llm_sweep.core.model_config import ModelConfig, with_vocab_size
 from llm_sweep.core.optim_config import OptimConfig, ScheduleConfig
 from llm_sweep.core.rules import check, rule
@@ -207,14 +209,46 @@ def load_config(cfg: DictConfig | RunConfig) -> RunConfig:
     """The typed, validated run configuration from a composed Hydra config; an unset
     model.vocab_size becomes data.tokenizer's (padded), so everything below sees an int."""
     if isinstance(cfg, DictConfig):
-        run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), _run_keys(cfg)))
+        keys = run_keys(cfg)
+        refuse_unknown_keys(keys)
+        run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), keys))
     else:
         run = cfg
     validate(run)
     return replace(run, model=with_vocab_size(run.model, run.data.vocab_size))
 
 
-def _run_keys(cfg: DictConfig) -> DictConfig:
+def unknown_key(key: str) -> Optional[str]:
+    """Why dotted `key` is not a config key, naming the nearest real one; None when it is one."""
+    schema: Any = RunConfig
+    prefix = ""
+    for part in key.split("."):
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        if part not in fields:
+            near = difflib.get_close_matches(part, fields, n=1)
+            hint = f"did you mean {prefix}{near[0]}? " if near else ""
+            return (f"{prefix}{part} is not a config key: {hint}({prefix.rstrip('.') or 'the top level'} has "
+                    f"{', '.join(fields)})")
+        schema, prefix = _group_schema(fields[part]), f"{prefix}{part}."
+        if schema is None:
+            return None
+    return None
+
+
+def refuse_unknown_keys(node: DictConfig, schema: Any = None, prefix: str = "") -> None:
+    """A key the schema does not have (`+model.n_emb=256` adds one) fails in one line naming
+    the nearest real key, instead of being dropped while the run trains without it."""
+    fields = {f.name: f for f in dataclasses.fields(schema or RunConfig)}
+    for key in node.keys():
+        if key not in fields:
+            raise ConfigError(unknown_key(f"{prefix}{key}"))
+        group = _group_schema(fields[key])
+        if group is not None and isinstance(node[key], DictConfig):
+            refuse_unknown_keys(node[key], group, f"{prefix}{key}.")
+
+
+def run_keys(cfg: DictConfig) -> DictConfig:
+    """The composed config less Hydra's own and the other commands' top-level keys."""
     keys = [k for k in cfg.keys() if k in RunConfig.__dataclass_fields__]
     return OmegaConf.masked_copy(cfg, keys)
 
