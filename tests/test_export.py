@@ -92,11 +92,14 @@ def test_llama_config_carries_the_model_shape(tmp_path):
     assert_same_logits(model, tmp_path)
 
 
-def checkpoint_payload(model: torch.nn.Module, compiled_keys: bool) -> dict:
-    """What training saves: the model state and the run config as a plain dict."""
+def checkpoint_payload(model: torch.nn.Module, compiled_keys: bool, tokenizer: str | None = None) -> dict:
+    """What training saves: the model state and the run config as a plain dict (without a
+    tokenizer, as a checkpoint that does not name one: the model is exported alone)."""
     prefix = "_orig_mod." if compiled_keys else ""
     state = {prefix + key: value for key, value in model.state_dict().items()}
-    return {"model": state, "config": {"model": dataclasses.asdict(model.config), "seed": 1}, "step": 10}
+    config = {"model": dataclasses.asdict(model.config), "seed": 1,
+              **({"data": {"tokenizer": tokenizer}} if tokenizer else {})}
+    return {"model": state, "config": config, "step": 10}
 
 
 @pytest.mark.slow
@@ -136,3 +139,27 @@ def test_without_transformers_the_error_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
     with pytest.raises(LlmSweepError, match=r"pip install 'llm_sweep\[hf\]'"):
         export_model(trained_like_model("llama", weight_tying=True), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tokenizer, vocab, text, ids", [
+    ("gpt2", 50304, "Hello world", [15496, 995]),  # tiktoken's GPT-2 ids
+    ("bytes", 320, "Hé!", [72, 195, 169, 33]),  # UTF-8 bytes
+])
+def test_an_export_carries_its_tokenizer_and_generates_through_pipeline(tmp_path, tokenizer, vocab, text, ids):
+    """Offline: AutoTokenizer gives the ids training used, end-of-text is bos/eos, and
+    pipeline("text-generation") runs on the export."""
+    from llm_sweep.data.tokenizer import END_OF_TEXT
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="llama", n_layer=1, n_embd=64, n_head=1, vocab_size=vocab, max_seq_len=32))
+    torch.save(checkpoint_payload(model, compiled_keys=False, tokenizer=tokenizer), tmp_path / "ckpt.pt")
+    out_dir = export_hf(tmp_path / "ckpt.pt", tmp_path / "hf")
+    loaded = transformers.AutoTokenizer.from_pretrained(out_dir)
+    assert loaded(text)["input_ids"] == ids and loaded.decode(ids) == text
+    assert loaded.eos_token_id == END_OF_TEXT[tokenizer]
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out_dir)
+    assert hf_model.config.eos_token_id == END_OF_TEXT[tokenizer]
+    generate = transformers.pipeline("text-generation", model=str(out_dir), device="cpu")
+    (out,) = generate(text, max_new_tokens=5, do_sample=False)
+    assert out["generated_text"].startswith(text) and len(out["generated_text"]) > len(text)
