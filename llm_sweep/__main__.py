@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 
 from llm_sweep.core.config import CONF_DIR, register_configs
 from llm_sweep.core.world import World
-from llm_sweep.job import run_job
+from llm_sweep.core.console import exit_with_error
+from llm_sweep.job import CTRL_C_EXIT_CODE, run_job
 from llm_sweep.sweeping.command_line import check_command_line
 
 register_configs()
@@ -46,8 +47,11 @@ def quiet_unless_rank_zero() -> Iterator[None]:
 
 def main() -> None:
     check_command_line(sys.argv[1:])  # Hydra's own mistakes as one line, before it reports them
-    with quiet_unless_rank_zero():
-        hydra_app()
+    try:
+        with quiet_unless_rank_zero():
+            hydra_app()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: no traceback
+        exit_with_error("interrupted", CTRL_C_EXIT_CODE)
 
 
 if __name__ == "__main__":

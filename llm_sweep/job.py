@@ -11,6 +11,7 @@ tasks) every process trains and rank 0 alone records.
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 import traceback
 from dataclasses import dataclass
@@ -34,6 +35,13 @@ from llm_sweep.training.stop import RunInterrupted, RunPruned, StopRequest
 
 if TYPE_CHECKING:
     from llm_sweep.tracking import Tracker
+
+
+class StoppedByUser(RunInterrupted):
+    """Ctrl-C stopped the run at a step boundary, its checkpoint saved."""
+
+
+CTRL_C_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a program Ctrl-C ended
 
 
 class RunDirTaken(ConfigError):
@@ -61,6 +69,10 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         return _train_job(cfg, record)
+    except StoppedByUser as exc:  # Ctrl-C: saved, recorded; one line, and the sweep stops too
+        if record.main:
+            console.show(f"{exc}. Resume it (same folder, same MLflow run): {resume_command(hydra_cfg)}")
+        sys.exit(CTRL_C_EXIT_CODE)
     except (RunInterrupted, KeyboardInterrupt):
         raise  # recorded killed; submitit requeues a preempted job
     except Exception as exc:  # any error: recorded, then reported per run mode
@@ -123,6 +135,8 @@ def _train_tracked(run: RunConfig, record: JobRecord, world: World) -> float:
                 summary = train(run, record.run_dir, sinks=sinks, stop=stop, world=world)
             except RunInterrupted as exc:
                 _stopped(record, STATUS_KILLED, str(exc))
+                if guard.by_ctrl_c:
+                    raise StoppedByUser(f"interrupted: {exc} in {record.run_dir}") from exc
                 guard.hand_over()  # under submitit: requeue and exit here
                 raise
     except KeyboardInterrupt:
@@ -135,6 +149,15 @@ def _train_tracked(run: RunConfig, record: JobRecord, world: World) -> float:
     record.status(STATUS_FINISHED, val_loss=summary["val_loss"], val_ppl=summary["val_ppl"],
                   val_acc=summary["val_acc"])
     return summary["val_loss"]
+
+
+def resume_command(hydra_cfg: Any) -> str:
+    """The command that continues this run: the one typed, pinned to this run's folder (a
+    sweep: its folder), where resume=auto finds the checkpoint and the MLflow run."""
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    folder = (f"hydra.sweep.dir={hydra_cfg.sweep.dir}" if multirun else f"hydra.run.dir={hydra_cfg.runtime.output_dir}")
+    typed = [arg for arg in sys.argv[1:] if not arg.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+    return " ".join(["python -m llm_sweep", *map(shlex.quote, typed), shlex.quote(folder)])
 
 
 def pruning_sinks(stop: StopRequest) -> list:

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from conftest import TINY, run_app
 
@@ -77,3 +83,44 @@ def test_sweep_where_every_job_fails_exits_non_zero(tmp_path):
                      cwd=tmp_path)
     assert result.returncode == 1
     assert "every job of the sweep failed" in result.stderr
+
+
+def _train_until_interrupted(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Start a run, Ctrl-C it once it is training (its progress bar shows a loss), wait."""
+    err = cwd / "stderr.txt"
+    with open(cwd / "stdout.txt", "w") as out, open(err, "w") as errors:
+        proc = subprocess.Popen([sys.executable, "-m", "llm_sweep", *args], cwd=cwd, stdout=out, stderr=errors)
+        deadline = time.monotonic() + 240
+        while "loss " not in err.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=240)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, (cwd / "stdout.txt").read_text(), err.read_text())
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_the_printed_command_resumes_to_the_same_final_loss(tmp_path):
+    """Ctrl-C finishes the step, saves a checkpoint, marks the run killed and prints one line
+    with the command that resumes it; that command continues the same folder and MLflow run
+    to the final loss of a run never interrupted (a step budget: the data and RNG states are
+    a function of the step)."""
+    base = [*[a for a in TINY if not a.startswith(("budget.steps", "tracking"))], "budget.steps=2000"]
+    (tmp_path / "a").mkdir()
+    stopped = _train_until_interrupted([*base, "tracking=mlflow", "hydra.run.dir=run"], tmp_path / "a")
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    (line,) = [line for line in stopped.stdout.splitlines() if line.startswith("interrupted: ")]
+    assert "Traceback" not in stopped.stderr and "on request (Ctrl-C); checkpoint saved" in line
+    command = line.split("Resume it (same folder, same MLflow run): ")[1]
+    assert command.startswith("python -m llm_sweep ") and f"hydra.run.dir={tmp_path / 'a' / 'run'}" in command
+    status = json.loads((tmp_path / "a" / "run" / "status.json").read_text())
+    assert status["status"] == "killed" and list((tmp_path / "a" / "run" / "checkpoints").glob("*.pt"))
+    resumed = run_app(command.split()[3:], cwd=tmp_path / "a")
+    assert resumed.returncode == 0 and "resumed at step" in resumed.stdout, resumed.stderr[-2000:]
+    (tmp_path / "b").mkdir()
+    straight = run_app([*base, "tracking=none", "hydra.run.dir=run"], cwd=tmp_path / "b")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    final = lambda folder: json.loads((folder / "run" / "summary.json").read_text())["val_loss"]
+    assert final(tmp_path / "a") == pytest.approx(final(tmp_path / "b"), rel=1e-6)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")
+    (run,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert run.info.status == "FINISHED"

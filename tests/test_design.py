@@ -145,12 +145,12 @@ def test_bad_noise_is_one_line(capsys):
 
 
 def test_gap_gives_the_seeds_a_side_at_the_measured_noise_and_its_interval(capsys):
-    """At the committed study's seed sd 0.0277 (6 dof), a gap of 0.05 needs 9 seeds a side; the
-    ends of that sd's interval, 5 and 37."""
+    """At the committed study's seed sd 0.0277 (6 dof), a gap of 0.05 needs 10 seeds a side; the
+    ends of that sd's interval, 6 and 37."""
     design.main(["--gap", "0.05", "--law", str(REPO / "docs/results/isoflop_mup/fit.json")])
     out = capsys.readouterr().out
-    assert "0.05 in final loss at p < 0.01 with 80% power: 9 seeds a side, at the seed sd 0.0277" in out
-    assert "6 degrees of freedom: its 95% interval 0.0179 to 0.0611 needs 5 to 37 seeds a side" in out
+    assert "0.05 in final loss at p < 0.01 with 80% power: 10 seeds a side, at the seed sd 0.0277" in out
+    assert "6 degrees of freedom: its 95% interval 0.0179 to 0.0611 needs 6 to 37 seeds a side" in out
     design.main(["--gap", "0.09", "--noise", "0.03"])
     assert "5 seeds a side, at the seed sd 0.0300" in capsys.readouterr().out  # a 3-sd gap
 

@@ -119,8 +119,8 @@ def test_mean_interval_is_students():
 
 
 def test_seeds_for_power_against_simulated_tests():
-    """The seeds a side for 80% power at p < 0.01: 8 at a 2-sd gap, 5 at 3 sd; simulated Welch
-    tests at that n reach the power (and at one seed fewer, fall short of it)."""
+    """The seeds a side for 80% power at p < 0.01: 8 at a 2-sd gap, 5 at 3 sd; scipy's Welch
+    test on other draws reaches the power at that n (and at one seed fewer, falls short)."""
     assert seeds_for_power(2.0, 1.0) == 8 and seeds_for_power(3.0, 1.0) == 5
     assert seeds_for_power(2.0, None) is None and seeds_for_power(1e-4, 1.0) is None
     rng = np.random.default_rng(11)

@@ -37,10 +37,10 @@ def error(text: object) -> None:
     _write(sys.stderr, f"error: {text}\n")
 
 
-def exit_with_error(exc: BaseException | str) -> NoReturn:
-    """Print `error: <message>` on stderr and exit with the user-error code."""
+def exit_with_error(exc: BaseException | str, code: int = USER_ERROR_EXIT_CODE) -> NoReturn:
+    """Print `error: <message>` on stderr and exit (with the user-error code unless told)."""
     error(exc)
-    sys.exit(USER_ERROR_EXIT_CODE)
+    sys.exit(code)
 
 
 def user_errors(command: F) -> F:

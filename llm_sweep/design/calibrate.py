@@ -113,7 +113,15 @@ def power_lines() -> list[str]:
 
 
 def _width(c: Coverage, value: float) -> str:
+    if value != value:  # NaN: no study gave an interval
+        return "-"
     return f"x{value:.3g}" if c.name == "tokens_per_param" else f"{value:.3g}"
+
+
+def _bias(c: Coverage) -> str:
+    if c.median_bias != c.median_bias:
+        return "no estimate"
+    return f"{c.median_bias:+.1%}" if c.name == "tokens_per_param" else f"{c.median_bias:+.3f}"
 
 
 def fit_lines(case: Case, rows: list[Coverage]) -> list[str]:
@@ -122,9 +130,9 @@ def fit_lines(case: Case, rows: list[Coverage]) -> list[str]:
              "(2.5-97.5%) | printed / realised | constrained | median bias |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for c in rows:
-        bias = f"{c.median_bias:+.1%}" if c.name == "tokens_per_param" else f"{c.median_bias:+.3f}"
+        ratio = "-" if c.width_ratio != c.width_ratio else f"{c.width_ratio:.2f}"
         lines.append(f"| {c.name} | {c.approach} | {c.truth:.3g} | {c.coverage:.0%} | {_width(c, c.median_width)} | "
-                     f"{_width(c, c.realised_width)} | {c.width_ratio:.2f} | {c.constrained:.0%} | {bias} |")
+                     f"{_width(c, c.realised_width)} | {ratio} | {c.constrained:.0%} | {_bias(c)} |")
     return lines + [""]
 
 

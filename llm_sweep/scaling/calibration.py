@@ -110,10 +110,10 @@ def summarise(name: str, approach: int, truth: float, found: Sequence[Printed]) 
         widths = np.array([_width(name, lo, hi) for lo, hi in zip(lows, highs)])
     ok = values[np.isfinite(values)]
     realised = _width(name, *np.percentile(ok, [2.5, 97.5])) if len(ok) else np.nan
-    bias = (np.median(ok) / truth - 1) if name in RATIOS else (np.median(ok) - truth)
+    bias = ((np.median(ok) / truth - 1) if name in RATIOS else (np.median(ok) - truth)) if len(ok) else np.nan
     return Coverage(name, approach, truth, len(found), float(covered.mean()),
                     float(np.nanmedian(widths)) if np.isfinite(widths).any() else np.nan, float(realised),
-                    float(np.mean([p.constrained for p in found])), float(bias) if len(ok) else np.nan)
+                    float(np.mean([p.constrained for p in found])), float(bias))
 
 
 def calibrate_fit(law: Law, design: Design, noise: float, studies: int, resamples: int = 100, seed: int = 0,

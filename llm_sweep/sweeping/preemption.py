@@ -1,10 +1,15 @@
-"""Checkpoint on Slurm's pre-timeout / preemption signal, then let submitit requeue.
+"""Checkpoint on Slurm's pre-timeout / preemption signal, then let submitit requeue; and
+Ctrl-C as the same graceful stop.
 
 submitit binds USR2 to "call the task's checkpoint() and requeue". A Hydra task can only
 be resubmitted as a whole, so the saving must happen inside the training loop: our
 handler sets the run's StopRequest, the loop saves a checkpoint at the next step boundary
 and raises RunInterrupted, and the job then hands the signal to submitit's handler,
 which requeues the job into the same run directory, where `resume=auto` picks it up.
+
+Ctrl-C (SIGINT) asks for the same stop: the step finishes, a checkpoint is written, and
+the job prints the command that resumes the run. The handler is Python's own again at
+once, so a second Ctrl-C raises KeyboardInterrupt where the program is.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from typing import Callable, Iterator, Optional
 from llm_sweep.training.stop import PREEMPTED, StopRequest
 
 PREEMPTION_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+CTRL_C = signal.SIGINT
 
 
 class PreemptionGuard:
@@ -30,10 +36,21 @@ class PreemptionGuard:
         self.received = (signum, frame)
         self.stop.request(PREEMPTED, signal.Signals(signum).name)
 
+    def _on_ctrl_c(self, signum: int, frame: Optional[FrameType]) -> None:
+        signal.signal(CTRL_C, self.previous[CTRL_C])  # a second Ctrl-C stops at once
+        self.stop.request(PREEMPTED, "Ctrl-C")
+
+    @property
+    def by_ctrl_c(self) -> bool:
+        return self.received is None and self.stop.detail == "Ctrl-C"
+
     def install(self) -> None:
         for sig in PREEMPTION_SIGNALS:
             self.previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._on_signal)
+        if signal.getsignal(CTRL_C) is signal.default_int_handler:  # not where another owner set it
+            self.previous[CTRL_C] = signal.default_int_handler
+            signal.signal(CTRL_C, self._on_ctrl_c)
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():
