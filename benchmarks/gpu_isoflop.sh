@@ -192,7 +192,7 @@ run_one() {  # run_one NAME OVERRIDES...: one job, unless the study is past its 
   start=$(date +%s)
   echo "=== $name: start $*" >>"$LOG"
   timeout -k 5 "$JOB_LIMIT" "$PY" -m llm_sweep "+sweep=$SWEEP" "$@" "${DATA[@]}" "${SCALE[@]}" \
-    tracking=none hydra.run.dir="$RUNS/runs/$name" >"$RUNS/logs/$name.log" 2>&1
+    tracking=none hydra.mode=RUN hydra.run.dir="$RUNS/runs/$name" >"$RUNS/logs/$name.log" 2>&1
   rc=$?
   echo "=== $name: exit $rc after $(( $(date +%s) - start )) s" >>"$LOG"
   "$PY" - "$RUNS/runs/$name" "$name" "$rc" "$(( $(date +%s) - start ))" "$*" >>"$OUT/runs.jsonl" <<'EOF'

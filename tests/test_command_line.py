@@ -39,8 +39,10 @@ def test_a_group_option_that_does_not_exist_lists_only_real_choices(group):
 @pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
 def test_every_named_sweep_needs_multirun(name):
     assert command_line_error([f"+sweep={name}"]) == (
-        f"+sweep={name} is a named sweep: add --multirun (python -m llm_sweep --multirun +sweep={name} ...)")
+        f"+sweep={name} is a named sweep: add --multirun (python -m llm_sweep --multirun +sweep={name} ...), "
+        "or hydra.mode=RUN for one job with its settings")
     assert command_line_error(["--multirun", f"+sweep={name}"]) is None
+    assert command_line_error([f"+sweep={name}", "hydra.mode=RUN"]) is None  # one job, said so
 
 
 def test_good_command_lines_pass():

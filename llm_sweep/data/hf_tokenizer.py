@@ -45,7 +45,7 @@ def _byte_level(transformers: Any, model: Any, use_regex: bool, max_length: int)
 
 
 def _bytes_tokenizer(transformers: Any, max_length: int) -> Any:
-    from tokenizers import models
+    from tokenizers import models  # transformers' own dependency, there only with the hf extra
 
     vocab = {char: byte for byte, char in enumerate(byte_characters())}
     vocab[END_OF_TEXT] = BYTES_EOT
@@ -54,7 +54,7 @@ def _bytes_tokenizer(transformers: Any, max_length: int) -> Any:
 
 def _gpt2_tokenizer(transformers: Any, max_length: int) -> Any:
     """GPT-2's split of words, numbers and spaces (the pre-tokenizer's regex), then its merges."""
-    from tokenizers import models
+    from tokenizers import models  # transformers' own dependency, there only with the hf extra
 
     model = models.BPE.from_file(str(bundled_bpe_file("encoder.json")), str(bundled_bpe_file("vocab.bpe")))
     return _byte_level(transformers, model, True, max_length)

@@ -109,6 +109,9 @@ def _approach3(fit: ScalingFit, resamples: int) -> list[str]:
     return lines
 
 
+RERUNS = "reruns of a seed (averaged into its point)"
+
+
 def points_from_runs(rows: Sequence[RunRow]) -> tuple[list[RunPoint], dict[str, int]]:
     """The runs a fit can use, one point per seed of a config (reruns of a seed averaged:
     rows.by_seed), and how many runs were left out and why."""
@@ -125,6 +128,9 @@ def points_from_runs(rows: Sequence[RunRow]) -> tuple[list[RunPoint], dict[str, 
     points = [RunPoint(runs[0].params, runs[0].non_embedding_params, mean(runs, "tokens"), mean(runs, "flops"),
                        mean(runs, "val_loss"), runs[0].flops_budget, key)
               for key, config in configs.items() for runs in by_seed(config)]
+    reruns = sum(len(config) for config in configs.values()) - len(points)
+    if reruns:
+        skipped[RERUNS] = reruns
     return points, dict(skipped)
 
 

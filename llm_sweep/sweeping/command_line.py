@@ -43,10 +43,12 @@ def command_line_error(argv: Sequence[str]) -> Optional[str]:
     except HydraException as exc:
         return f"cannot read the overrides: {_first_line(exc)}"
     multirun = any(arg in MULTIRUN_FLAGS for arg in argv)
+    one_job = any(o.key_or_group == "hydra.mode" and str(o.value()).upper() == "RUN" for o in overrides)
     for override in overrides:
-        if override.key_or_group == "sweep" and not multirun:
+        if override.key_or_group == "sweep" and not (multirun or one_job):
             return (f"{override.input_line} is a named sweep: add --multirun "
-                    f"(python -m llm_sweep --multirun {override.input_line} ...)")
+                    f"(python -m llm_sweep --multirun {override.input_line} ...), or hydra.mode=RUN for one "
+                    "job with its settings")
     concrete = [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override()
                 else o.input_line for o in overrides]
     register_configs()  # the schemas the presets extend
