@@ -104,7 +104,7 @@ def test_ctrl_c_saves_and_the_printed_command_resumes_to_the_same_final_loss(tmp
     with the command that resumes it; that command continues the same folder and MLflow run
     to the final loss of a run never interrupted (a step budget: the data and RNG states are
     a function of the step)."""
-    base = [*[a for a in TINY if not a.startswith(("budget.steps", "tracking"))], "budget.steps=2000"]
+    base = [*[a for a in TINY if not a.startswith(("budget.steps", "tracking"))], "budget.steps=1000"]
     (tmp_path / "a").mkdir()
     stopped = _train_until_interrupted([*base, "tracking=mlflow", "hydra.run.dir=run"], tmp_path / "a")
     assert stopped.returncode == 130, stopped.stderr[-2000:]
