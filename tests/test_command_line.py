@@ -43,10 +43,13 @@ def test_every_named_sweep_needs_multirun(name):
         "or hydra.mode=RUN for one job with its settings")
     assert command_line_error(["--multirun", f"+sweep={name}"]) is None
     assert command_line_error([f"+sweep={name}", "hydra.mode=RUN"]) is None  # one job, said so
+    assert command_line_error([f"+sweep={name}", "--cfg", "job"]) is None  # shows its config, runs nothing
 
 
 def test_good_command_lines_pass():
     for argv in (["model.n_embd=64"], ["--multirun", "model.n_embd=64,128", "optim=adamw,sophiag"],
+                 ["--multirun", "hydra/sweeper=optuna", "optim.lr=tag(log,interval(1e-4,1e-2))",
+                  "model.n_embd=choice(64,128)", "optim.weight_decay=range(0,1,step=0.5)"],
                  ["model=wide3", "hydra.run.dir=x"], ["--multirun", "hydra/launcher=local_parallel"],
                  ["--cfg", "job"], ["--config-name", "elsewhere"]):
         assert command_line_error(argv) is None, argv

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 
 from llm_sweep.core.config import CONF_DIR, refuse_unknown_keys, register_configs, run_keys, unknown_key
@@ -24,6 +25,8 @@ from llm_sweep.core.errors import ConfigError
 MULTIRUN_FLAGS = ("--multirun", "-m")
 # Flags that change which config is composed: the check would compose the wrong one.
 OTHER_CONFIG = ("--config-path", "--config-name", "--config-dir", "-cp", "-cn", "-cd")
+# Flags that show the config or help instead of running: a named sweep is fine there.
+SHOW_ONLY = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--shell-completion", "-sc")
 SCHEMA_SUFFIX = "_schema"  # the ConfigStore's typed bases of each group: not choices
 
 
@@ -43,14 +46,14 @@ def command_line_error(argv: Sequence[str]) -> Optional[str]:
     except HydraException as exc:
         return f"cannot read the overrides: {_first_line(exc)}"
     multirun = any(arg in MULTIRUN_FLAGS for arg in argv)
-    one_job = any(o.key_or_group == "hydra.mode" and str(o.value()).upper() == "RUN" for o in overrides)
+    one_job = any(o.key_or_group == "hydra.mode" and str(o.value()).upper() == "RUN" for o in overrides) or any(
+        arg.split("=")[0] in SHOW_ONLY for arg in argv)
     for override in overrides:
         if override.key_or_group == "sweep" and not (multirun or one_job):
             return (f"{override.input_line} is a named sweep: add --multirun "
                     f"(python -m llm_sweep --multirun {override.input_line} ...), or hydra.mode=RUN for one "
                     "job with its settings")
-    concrete = [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override()
-                else o.input_line for o in overrides]
+    concrete = [_one_value(o) for o in overrides]
     register_configs()  # the schemas the presets extend
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -63,6 +66,18 @@ def command_line_error(argv: Sequence[str]) -> Optional[str]:
     except ConfigError as exc:
         return str(exc)
     return None
+
+
+def _one_value(override: Override) -> str:
+    """The override with a sweep at one of its values: the first of a choice or range, the
+    start of an Optuna interval (`interval(1e-4,1e-2)`, `tag(log,interval(...))`)."""
+    if not override.is_sweep_override():
+        return override.input_line
+    try:
+        value = next(override.sweep_string_iterator())
+    except HydraException:  # an interval: not enumerable
+        value = str(override.value().start)
+    return f"{override.get_key_element()}={value}"
 
 
 def _first_line(exc: Exception) -> str:
