@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from conftest import REPO
+from llm_sweep.core.errors import DataError
 from llm_sweep.report import cli as report
 from llm_sweep.report.rows import config_key
 from llm_sweep.report.runs import fetch_runs
@@ -338,3 +339,27 @@ def test_runs_logged_without_shape_params_are_left_out_in_one_line(store, tmp_pa
     assert "tokens_per_step" in line and "Traceback" not in err
     with open(tmp_path / "out" / "runs.csv") as f:
         assert sorted(row["run"] for row in csv.DictReader(f)) == ["deep4", "wide128"]
+
+
+def test_a_runs_csv_with_only_the_columns_a_fit_needs_reads(tmp_path):
+    """A runs.csv written by another tool (a simulation, say): the measurements it lacks are
+    empty, a value that is not a number is one error naming the file and line."""
+    keep = ["model", "arch", "n_layer", "n_embd", "n_head", "optimizer", "lr", "budget", "params", "seed",
+            "run_id", "status", "val_loss", "tokens", "flops"]
+    with open(REPO / "tests" / "fixtures" / "runs_older_report.csv", newline="") as f:
+        records = [{key: record[key] for key in keep} for record in csv.DictReader(f)]
+    minimal = tmp_path / "runs.csv"
+    with open(minimal, "w", newline="") as f:
+        writer = csv.DictWriter(f, keep)
+        writer.writeheader()
+        writer.writerows(records)
+    rows = read_csv(minimal)
+    assert len(rows) == len(records) and all(row.non_embedding_params == row.params for row in rows)
+    assert {row.flops_budget for row in rows} == {1e12, 4e12, 8e12}
+    records[3]["n_layer"] = "two"
+    with open(minimal, "w", newline="") as f:
+        writer = csv.DictWriter(f, keep)
+        writer.writeheader()
+        writer.writerows(records)
+    with pytest.raises(DataError, match=r"runs.csv, line 5: invalid literal"):
+        read_csv(minimal)

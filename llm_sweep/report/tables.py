@@ -97,7 +97,11 @@ def write_csv(rows: Sequence[RunRow], path: Path) -> None:
 
 # Columns every runs.csv has had; and columns an older one lacks, with the value its runs had.
 REQUIRED_COLUMNS = ("model", "arch", "n_layer", "n_embd", "n_head", "optimizer", "lr", "budget",
-                    "params", "seed", "run_id")
+                    "params", "seed", "run_id", "status", "val_loss")
+# Measurements a runs.csv may lack (one written by hand or by another tool): empty, as for a
+# run that did not log them.
+OPTIONAL_COLUMNS = ("run", "experiment", "non_embedding_params", "tokens", "tokens_per_param", "tokens_per_s",
+                    "mfu", "val_ppl", "val_acc")
 # (Without `flops`, spent compute is unknown: a fit leaves such runs out and says so.)
 LATER_COLUMNS = {"parametrization": SP, "base_width": "", "base_depth": "", "flops": ""}
 
@@ -106,12 +110,18 @@ def read_csv(path: Path) -> list[RunRow]:
     """The runs of a runs.csv this report wrote (committed results refit without their
     MLflow store): every column back to its field."""
     with open(path, newline="") as f:
-        records = [{**LATER_COLUMNS, **record} for record in csv.DictReader(f)]
+        records = [{**LATER_COLUMNS, **dict.fromkeys(OPTIONAL_COLUMNS, ""), **record} for record in csv.DictReader(f)]
     missing = [key for key in REQUIRED_COLUMNS if records and key not in records[0]]
     if not records or missing:
         raise DataError(f"{path}: not a runs.csv of report" + (f" (no {', '.join(missing)} column)"
                                                               if missing else " (no runs)"))
-    return [_read_row(record) for record in records]
+    rows = []
+    for line, record in enumerate(records, start=2):
+        try:
+            rows.append(_read_row(record))
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{path}, line {line}: {exc}") from exc
+    return rows
 
 
 def _number(value: str, kind: Callable[[str], Any] = float) -> Any:
@@ -120,8 +130,9 @@ def _number(value: str, kind: Callable[[str], Any] = float) -> Any:
 
 def _read_row(r: Mapping[str, str]) -> RunRow:
     params, flops_budget = _config(r)
-    return RunRow(r["run_id"], r["run"], r["experiment"], r["status"], r["model"], r["arch"], int(r["n_layer"]),
-                  int(r["n_embd"]), int(r["n_head"]), int(r["params"]), int(r["non_embedding_params"]),
+    return RunRow(r["run_id"], r["run"] or r["run_id"], r["experiment"], r["status"], r["model"], r["arch"],
+                  int(r["n_layer"]), int(r["n_embd"]), int(r["n_head"]), int(r["params"]),
+                  int(r["non_embedding_params"] or r["params"]),
                   r["optimizer"], float(r["lr"]), r["budget"], _number(r["seed"], int),
                   tokens=_number(r["tokens"]), tokens_per_param=_number(r["tokens_per_param"]),
                   tokens_per_s=_number(r["tokens_per_s"]), mfu=_number(r["mfu"]), val_loss=_number(r["val_loss"]),
