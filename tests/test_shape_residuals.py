@@ -53,12 +53,18 @@ def config(*runs: RunRow) -> ConfigResult:
 EVERYWHERE = FitRange((1, 1e12), (1, 1e15))
 
 
-def test_a_residual_is_what_the_law_leaves_and_the_gap_splits_exactly():
-    law = Law()
+def wide_and_deep(law: Law, deep_jitter: float) -> tuple[ConfigResult, ConfigResult]:
+    """A wide shape 0.05 below the law and a deep one on it, three seeds each."""
     wide = config(*(row("wide", 2, 256, 400_000, 2e6, law.loss(4e5, 2e6) - 0.05 + e, s)
                     for s, e in enumerate((-0.002, 0.0, 0.002))))
     deep = config(*(row("deep", 8, 64, 100_000, 8e6, law.loss(1e5, 8e6) + e, s)
-                    for s, e in enumerate((-0.001, 0.0, 0.001))))
+                    for s, e in enumerate((-deep_jitter, 0.0, deep_jitter))))
+    return wide, deep
+
+
+def test_a_residual_is_what_the_law_leaves_and_the_gap_splits_exactly():
+    law = Law()
+    wide, deep = wide_and_deep(law, 0.001)
     a, b = residual_of(wide, "wide", law, EVERYWHERE), residual_of(deep, "deep", law, EVERYWHERE)
     assert a.residual == pytest.approx(-0.05, abs=1e-12) and b.residual == pytest.approx(0, abs=1e-12)
     assert len(a.residuals) == 3 and a.interval[0] < -0.05 < a.interval[1]
@@ -84,10 +90,7 @@ def test_same_parameters_put_the_whole_predicted_gap_in_tokens():
 def test_the_shape_verdict_carries_the_law_error():
     """Refits that disagree about L(a) - L(b) widen the shape interval and can take a win away."""
     exact = Law()
-    wide = config(*(row("wide", 2, 128, 400_000, 2e6, exact.loss(4e5, 2e6) - 0.05 + e, s)
-                    for s, e in enumerate((-0.002, 0.0, 0.002))))
-    deep = config(*(row("deep", 8, 64, 100_000, 8e6, exact.loss(1e5, 8e6) + e, s)
-                    for s, e in enumerate((-0.002, 0.0, 0.002))))
+    wide, deep = wide_and_deep(exact, 0.002)
     rng = np.random.default_rng(0)
     refits = tuple((1.5 + rng.normal(0, 0.03), 40.0, 300.0, 0.4, 0.3) for _ in range(200))
     loose = Law(refits=tuple((e, 40.0 * np.exp(rng.normal(0, 0.3)), 300.0, 0.4, 0.3) for e, *_ in refits))
