@@ -28,7 +28,7 @@ from llm_sweep.tracking.metric_queue import BackgroundMetricLogger
 from llm_sweep.tracking.mlflow_run import MlflowTracker, UntrackedRun
 from llm_sweep.tracking.parent import SweepParent
 from llm_sweep.tracking.redact import redact
-from llm_sweep.tracking.store import open_experiment, resolve_uri, with_retries
+from llm_sweep.tracking.store import open_experiment, resolve_uri, route_mlflow_logs, with_retries
 from llm_sweep.tracking.sweep_run import finish_parent_run
 from llm_sweep.training.sinks import JsonlSink, RunInfo
 
@@ -476,3 +476,24 @@ def test_system_metrics_are_sampled_unless_switched_off(store_uri, client, tmp_p
     sampled = {key for key in got.data.metrics if key.startswith("system/")}
     assert ("system/cpu_utilization_percentage" in sampled) == enabled
     assert bool(sampled) == enabled
+
+
+def test_mlflow_info_lines_go_to_the_log_file_not_the_console(tmp_path, capfd):
+    """MLflow's own console handler (installed when mlflow is imported, as this module does)
+    shows warnings only; its INFO lines land in the log file a Hydra job keeps (a root FileHandler)."""
+    root, logger = logging.getLogger(), logging.getLogger("mlflow")
+    log_file = logging.FileHandler(tmp_path / "job.log")
+    root.addHandler(log_file)
+    try:
+        route_mlflow_logs()
+        logging.getLogger("mlflow.system_metrics").info("Stopping system metrics monitoring...")
+        logging.getLogger("mlflow.store").warning("a warning still shows")
+        log_file.flush()
+    finally:
+        root.removeHandler(log_file)
+        logger.removeHandler(log_file)
+        log_file.close()
+    console = capfd.readouterr()
+    assert "Stopping system metrics" not in console.err + console.out
+    assert "a warning still shows" in console.err + console.out
+    assert "Stopping system metrics monitoring" in (tmp_path / "job.log").read_text()

@@ -9,6 +9,7 @@ timeout plus `with_retries` for the rare write that waits longer.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import ssl
@@ -38,6 +39,8 @@ HTTP_DEFAULTS = {
 }
 
 T = TypeVar("T")
+
+MLFLOW_LOGGER = "mlflow"
 
 
 class TrackingUnavailable(RuntimeError):
@@ -131,7 +134,22 @@ def _opening(uri: str) -> Iterator[None]:
 
 
 def _client(uri: str) -> MlflowClient:
+    route_mlflow_logs()
     return with_retries(lambda: MlflowClient(tracking_uri=uri))  # opens (creates, migrates) the store
+
+
+def route_mlflow_logs() -> None:
+    """MLflow's INFO lines (system metrics starting and stopping, a store being created) off
+    the console, which shows its warnings only, and into the log file where one is kept (a
+    Hydra job's `<job>.log`): MLflow's logger has a console handler of its own and does not
+    pass its records on."""
+    logger = logging.getLogger(MLFLOW_LOGGER)
+    for handler in logger.handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and handler not in logger.handlers:
+            logger.addHandler(handler)
 
 
 def connect(uri: str) -> MlflowClient:
