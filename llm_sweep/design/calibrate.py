@@ -74,19 +74,17 @@ def standard_cases(noise_arg: str) -> list[Case]:
     chinchilla = Law(**CHINCHILLA)
     committed = law_from_fit(COMMITTED_LAW)
     noise, _ = noise_level(noise_arg, COMMITTED_LAW, None, committed, 0.03)
-    recommended = dict(budgets=[1e12, 4e12, 1.6e13, 6.4e13], shapes=9, spacing=log_spacing(9, 16), seeds=3)
-    centred_on = Law(**{**CHINCHILLA, **MISPLACED})
+    # The designer's recommended design: 4 budgets 4x apart, 9 sizes over 16x, 3 seeds each.
+    grid = lambda law, first: Design.around_optimum(law, [first * 4 ** i for i in range(4)], 9, log_spacing(9, 16), 3)
     return [
         Case("Chinchilla's law, 4 budgets x 9 sizes (16x) x 3 seeds centred on its optimum, noise 0.01",
-             chinchilla, Design.around_optimum(chinchilla, [1e18, 4e18, 1.6e19, 6.4e19], 9, log_spacing(9, 16), 3),
-             0.01),
+             chinchilla, grid(chinchilla, 1e18), 0.01),
         Case(f"The committed CPU study's law ({COMMITTED_LAW.relative_to(REPO)}), the designer's recommended "
              f"design (4 budgets x 9 sizes x 3 seeds), its seed noise {noise:.4f}",
-             committed, Design.around_optimum(committed, **recommended), noise),
+             committed, grid(committed, 1e12), noise),
         Case("Chinchilla's law on a grid centred for another law (alpha 0.28, beta 0.34): every minimum "
              "off-centre, noise 0.01",
-             chinchilla, Design.around_optimum(centred_on, [1e18, 4e18, 1.6e19, 6.4e19], 9, log_spacing(9, 16), 3),
-             0.01),
+             chinchilla, grid(Law(**{**CHINCHILLA, **MISPLACED}), 1e18), 0.01),
     ]
 
 

@@ -17,7 +17,7 @@ published one. The noise is the standard deviation of a run's final loss: a numb
 (the realised scatter of --runs around the law, for checking the designer against a study
 that was run).
 
-With --gap X: the seeds a side that a two-sided t-test at p < 0.01 needs to find a true gap
+With --gap X: the seeds a side that Welch's two-sided test at p < 0.01 needs to find a true gap
 of X in final loss with 80% power, at the seed noise measured in --runs (pooled over its
 configs run with several seeds) or --law's study, and at the ends of that noise's own 95%
 interval (a few degrees of freedom leave it loose); or at a --noise number.

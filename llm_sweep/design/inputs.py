@@ -100,13 +100,19 @@ def noise_level(given: str, law_path: Optional[Path], runs: Optional[Path], law:
         if pooled:
             return float(pooled), f"the pooled seed noise of {law_path}"
         return default, "the default seed noise (the committed CPU study's)"
-    try:
-        value = float(given)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
+    value = _positive(given)
+    if value is None:
         raise ConfigError(f"--noise {given!r}: expected a positive number, seed or scatter")
     return value, "--noise"
+
+
+def _positive(text: str) -> Optional[float]:
+    """`text` as a positive number; None when it is not one."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def measured_noise(given: str, law_path: Optional[Path], runs: Optional[Path]) -> tuple[Noise, str]:
@@ -126,11 +132,8 @@ def measured_noise(given: str, law_path: Optional[Path], runs: Optional[Path]) -
         if noise.pooled_sd is None:
             raise DataError(f"--law {law_path}: its study ran no config with several seeds")
         return noise, f"the pooled seed noise of {law_path}"
-    try:
-        value = float(given)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
+    value = _positive(given)
+    if value is None:
         raise ConfigError("--gap needs the seed noise: --runs RUNS.csv, --law FIT.json or --noise NUMBER")
     return Noise(0, None, value), "--noise (no degrees of freedom: no interval)"
 

@@ -169,5 +169,5 @@ def comparison(fit: ScalingFit) -> list[str]:
               "this study's own grid's bias is the line above.) The estimate printed for Approach 2 is the "
               "parabola's own, bias included; its interval is corrected for the bias: each bootstrap refit's "
               "error is measured against the fitted law's exact optimum, so the interval moves by what these "
-              "sizes do to the parabola on that law. ""Approach 3 fits the curve itself and has no such bias."]
+              "sizes do to the parabola on that law. Approach 3 fits the curve itself and has no such bias."]
     return lines

@@ -24,7 +24,7 @@ from llm_sweep.scaling.points import MIN_BUDGETS, MIN_SHAPES, Data
 from llm_sweep.scaling.estimates import Constant, IsoflopMinimum, PowerLaws
 from llm_sweep.scaling.optimum import optimum, rests_on
 from llm_sweep.scaling.rules import RULE, interval, number
-from llm_sweep.scaling.surface import surface_optimum
+from llm_sweep.scaling.surface import constants, surface_optimum
 
 
 def vertex(ln_n: np.ndarray, loss: np.ndarray) -> tuple[Optional[np.ndarray], float]:
@@ -88,9 +88,8 @@ def _law_truth(law: Optional[np.ndarray], per_token: np.ndarray) -> tuple[dict[s
     """The law's own a, b and ln N_opt at a compute (without a law: none, percentiles)."""
     if law is None or np.isnan(law).any():
         return {}, lambda ln_c: None
-    alpha, beta, k = law[3], law[4], per_token[1]
-    a = beta / (alpha + k * beta)
-    return {"a": float(a), "b": float(1 - k * a)}, lambda ln_c: float(surface_optimum(law, ln_c, per_token))
+    found = constants(law, per_token[1])
+    return {name: float(found[name]) for name in ("a", "b")}, lambda ln_c: float(surface_optimum(law, ln_c, per_token))
 
 
 def approach2(data: Data, ln_n: np.ndarray, draws: Sequence[Resample], targets: dict[str, float],

@@ -41,7 +41,7 @@ from llm_sweep.scaling.lbfgs import BLAS
 from llm_sweep.scaling.optimum import outside_factor, tokens_per_param
 from llm_sweep.scaling.fit_record import FitInputs, FitResult, ScalingFit, SeedRun
 from llm_sweep.scaling.rules import RULE
-from llm_sweep.scaling.surface import bound_hits, loss_surface, parameters, surface_optimum
+from llm_sweep.scaling.surface import bound_hits, constants, loss_surface, parameters, surface_optimum
 
 __all__ = ["RESAMPLES", "RunPoint", "fit_point_estimates", "fit_scaling", "outside_factor", "point_estimates"]
 
@@ -147,12 +147,10 @@ def point_estimates(n: np.ndarray, d: np.ndarray, loss: np.ndarray, budget: np.n
         line = frontier(np.log(groups), np.array([ln_opt if not why else np.nan for _, ln_opt, why in minima]),
                         per_token)
         theta = varpro.fit_varpro(ln_n, ln_d, loss)
-    values = parameters(theta)
-    low, high = bound_hits(values, varpro.BOX, ln_n, ln_d, loss)
-    k = per_token[1]
-    a3 = values[4] / (values[3] + k * values[4])
-    found = dict(zip(PARAMETERS, map(float, values)))
-    found.update(a3=float(a3), b3=float(1 - k * a3), at_bound3=float((low | high).sum()),
+    values = constants(theta, per_token[1])
+    low, high = bound_hits(parameters(theta), varpro.BOX, ln_n, ln_d, loss)
+    found = {name: float(values[name]) for name in PARAMETERS}
+    found.update(a3=float(values["a"]), b3=float(values["b"]), at_bound3=float((low | high).sum()),
                  tokens_per_param3=float(tokens_per_param(ln_c_at, surface_optimum(theta, ln_c_at, per_token),
                                                           per_token)),
                  a2=float(line[0]), b2=float(line[2]), located2=float(sum(not why for _, _, why in minima)),

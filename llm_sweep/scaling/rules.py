@@ -1,6 +1,7 @@
 """When the data constrain a fitted value: the rule the report applies and states.
 
-An interval is the 95% percentile bootstrap interval of the value's refits. It counts only
+An interval is the 95% bootstrap interval of the value's refits (interval(): the basic
+bootstrap around the fitted law, widened for the fit's degrees of freedom). It counts only
 if few refits failed (MAX_FAILED) and if the fit it comes from did not rest on a bound of
 its search (a parameter on a bound constrains nothing, and the others moved to make up
 for it). Then its width decides, measured the way the value is used:

@@ -74,8 +74,8 @@ def _blocked(at_bound: dict[str, str], shares: dict[str, float], box: dict[str, 
     return "; ".join(f"{name} on a bound in {share:.0%} of the refits" for name, share in crowded.items())
 
 
-def _samples(theta: np.ndarray, k: float) -> dict[str, np.ndarray]:
-    """E, A, B, alpha, beta, a, b of (..., 5) thetas."""
+def constants(theta: np.ndarray, k: float) -> dict[str, np.ndarray]:
+    """E, A, B, alpha, beta, a, b of (..., 5) thetas (a = beta / (alpha + k beta), b = 1 - k a)."""
     values = parameters(theta)
     found = {name: values[..., j] for j, name in enumerate(PARAMETERS)}
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -110,14 +110,14 @@ def loss_surface(method: str, box: dict[str, Bounds], theta: np.ndarray, boot: n
     shares = {name: float((boot_low[:, j] | boot_high[:, j]).mean()) if ok.any() else 0.0
               for j, name in enumerate(PARAMETERS)}
     blocked = "the fit did not converge" if not converged else _blocked(at_bound, shares, box)
-    values, samples = _samples(theta, per_token[1]), _samples(boot[ok], per_token[1])
-    constants = {}
+    values, samples = constants(theta, per_token[1]), constants(boot[ok], per_token[1])
+    found = {}
     for name, value in values.items():
         ci = _inside(interval(samples[name], float(value), dof, log=name not in EXPONENTS, centre=float(value)),
                      box.get(name, (None, None)))
         reason = RULE.judge(name, float(value), ci, failed, blocked)
-        constants[name] = Constant(number(value), ci, not reason, reason)
-    exponents = rests_on(alpha=constants["alpha"], beta=constants["beta"], a=constants["a"])
+        found[name] = Constant(number(value), ci, not reason, reason)
+    exponents = rests_on(alpha=found["alpha"], beta=found["beta"], a=found["a"])
     at_compute = tuple(
         optimum(label, np.log(c), surface_optimum(theta, np.log(c), per_token),
                 np.where(ok, surface_optimum(boot, np.log(c), per_token), np.nan), per_token, budget_range,
@@ -126,4 +126,4 @@ def loss_surface(method: str, box: dict[str, Bounds], theta: np.ndarray, boot: n
     search = SurfaceSearch(method, dict(box), at_bound, shares, int((~ok).sum()), converged,
                            None if objective is None else number(objective))
     refits = tuple(tuple(float(x) for x in row) for row in parameters(boot[ok]) if np.isfinite(row).all())
-    return LossSurface(**constants, at_compute=at_compute, huber_delta=HUBER_DELTA, search=search, refits=refits)
+    return LossSurface(**found, at_compute=at_compute, huber_delta=HUBER_DELTA, search=search, refits=refits)

@@ -30,6 +30,7 @@ class PreemptionGuard:
     def __init__(self, stop: StopRequest) -> None:
         self.stop = stop
         self.received: Optional[tuple[int, Optional[FrameType]]] = None
+        self.ctrl_c = False  # Ctrl-C asked for the stop
         self.previous: dict[int, Callable | int | None] = {}
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
@@ -38,11 +39,13 @@ class PreemptionGuard:
 
     def _on_ctrl_c(self, signum: int, frame: Optional[FrameType]) -> None:
         signal.signal(CTRL_C, self.previous[CTRL_C])  # a second Ctrl-C stops at once
+        self.ctrl_c = True
         self.stop.request(PREEMPTED, "Ctrl-C")
 
     @property
     def by_ctrl_c(self) -> bool:
-        return self.received is None and self.stop.detail == "Ctrl-C"
+        """The stop came from Ctrl-C, with no preemption signal to hand on."""
+        return self.ctrl_c and self.received is None
 
     def install(self) -> None:
         for sig in PREEMPTION_SIGNALS:
