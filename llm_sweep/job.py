@@ -11,6 +11,7 @@ tasks) every process trains and rank 0 alone records.
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
 import traceback
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from llm_sweep.core import console
 from llm_sweep.core.config import RunConfig, load_config
 from llm_sweep.core.console import exit_with_error
-from llm_sweep.core.errors import ConfigError, LlmSweepError, PeerLost
+from llm_sweep.core.errors import ConfigError, DiskFull, LlmSweepError, PeerLost
 from llm_sweep.core.run_record import (MLFLOW_FAILED, MLFLOW_FINISHED, MLFLOW_KILLED, REFUSED_FILE,
                                        STATUS_FAILED, STATUS_FINISHED, STATUS_KILLED, STATUS_PRUNED,
                                        STATUS_RUNNING, config_hash, read_status, write_json,
@@ -42,6 +43,7 @@ class StoppedByUser(RunInterrupted):
 
 
 CTRL_C_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a program Ctrl-C ended
+TERMINATED_EXIT_CODE = 143  # 128 + SIGTERM
 
 
 class RunDirTaken(ConfigError):
@@ -69,12 +71,12 @@ def run_job(cfg: DictConfig) -> Optional[float]:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         return _train_job(cfg, record)
-    except StoppedByUser as exc:  # Ctrl-C: saved, recorded; one line, and the sweep stops too
+    except RunInterrupted as exc:  # Ctrl-C, or a signal nobody requeues on: saved and recorded
         if record.main:
             console.show(f"{exc}. Resume it (same folder, same MLflow run): {resume_command(hydra_cfg)}")
-        sys.exit(CTRL_C_EXIT_CODE)
-    except (RunInterrupted, KeyboardInterrupt):
-        raise  # recorded killed; submitit requeues a preempted job
+        sys.exit(CTRL_C_EXIT_CODE if isinstance(exc, StoppedByUser) else TERMINATED_EXIT_CODE)
+    except KeyboardInterrupt:
+        raise  # recorded killed
     except Exception as exc:  # any error: recorded, then reported per run mode
         fail_fast = OmegaConf.select(cfg, "sweep.fail_fast", default=False) is True
         return _failed(cfg, record, exc, multirun and not fail_fast)
@@ -83,10 +85,12 @@ def run_job(cfg: DictConfig) -> Optional[float]:
 def _train_job(cfg: DictConfig, record: JobRecord) -> float:
     run = load_config(cfg)  # a bad value fails here, before torch is imported
     # after validation: a bad value fails before torch and MLflow load
+    from llm_sweep.data.cache import check_inputs
     from llm_sweep.sweeping.gpu_slots import claim_gpus_for_trial
     from llm_sweep.training.distributed import as_peer_lost, join_world, leave_world
 
     record.digest = config_hash(run)
+    check_inputs(run.data)  # a missing file or an unreachable hub: before MLflow holds a run
     claim_gpus_for_trial(run.distributed.gpus_per_trial, run.distributed.timeout_s)  # before CUDA starts
     world = join_world(run.distributed.timeout_s)  # the run's one process group, passed down
     try:
@@ -148,6 +152,8 @@ def _train_tracked(run: RunConfig, record: JobRecord, world: World) -> float:
     tracker.finish(MLFLOW_FINISHED, summary=summary)
     record.status(STATUS_FINISHED, val_loss=summary["val_loss"], val_ppl=summary["val_ppl"],
                   val_acc=summary["val_acc"])
+    if record.main and HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep's table says it all
+        console.show(closing_lines(record))
     return summary["val_loss"]
 
 
@@ -156,8 +162,39 @@ def resume_command(hydra_cfg: Any) -> str:
     sweep: its folder), where resume=auto finds the checkpoint and the MLflow run."""
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     folder = (f"hydra.sweep.dir={hydra_cfg.sweep.dir}" if multirun else f"hydra.run.dir={hydra_cfg.runtime.output_dir}")
+    return typed_command(folder)
+
+
+def typed_command(folder: Optional[str] = None) -> str:
+    """The command as typed (under torchrun, with its launcher), its folder replaced by
+    `folder` when one is given."""
     typed = [arg for arg in sys.argv[1:] if not arg.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
-    return " ".join(["python -m llm_sweep", *map(shlex.quote, typed), shlex.quote(folder)])
+    return " ".join([launcher_prefix(), *map(shlex.quote, typed), *([shlex.quote(folder)] if folder else [])])
+
+
+def launcher_prefix(environ: Optional[dict] = None) -> str:
+    """`python -m llm_sweep`, or the torchrun line that started this process's group."""
+    environ = dict(os.environ) if environ is None else environ
+    if "TORCHELASTIC_RUN_ID" not in environ:
+        return "python -m llm_sweep"
+    per_node = int(environ.get("LOCAL_WORLD_SIZE", "1"))
+    nodes = int(environ.get("WORLD_SIZE", "1")) // max(per_node, 1)
+    if nodes > 1:  # its rendezvous options are the user's: say where they go
+        return f"torchrun <your rendezvous options> --nnodes={nodes} --nproc_per_node={per_node} -m llm_sweep"
+    return f"torchrun --nproc_per_node={per_node} -m llm_sweep"
+
+
+def closing_lines(record: JobRecord) -> str:
+    """Where a finished single run is, how to see it in MLflow, and the command that runs it
+    again (a new folder: this one is finished and would be skipped)."""
+    try:
+        folder = record.run_dir.resolve().relative_to(Path.cwd())
+    except ValueError:  # outside the working directory: its absolute path
+        folder = record.run_dir.resolve()
+    where = record.tracker.where() if record.tracker is not None else None
+    return "\n".join([f"run folder {folder}/ (summary.json, metrics.jsonl, checkpoints/)",
+                      f"MLflow     {where}" if where else "MLflow     not tracked (tracking=none)",
+                      f"run again  {typed_command()}"])
 
 
 def pruning_sinks(stop: StopRequest) -> list:
@@ -191,11 +228,7 @@ def _failed(cfg: DictConfig, record: JobRecord, exc: Exception, keep_going: bool
     on; a single run exits 2 with one line for a user error, 1 with one line when another
     process of the run died, and re-raises a bug."""
     message = one_line(exc)
-    if isinstance(exc, RunDirTaken):
-        if record.main:
-            write_json(Path(record.run_dir) / REFUSED_FILE, {"status": STATUS_FAILED, "error": message})
-    else:
-        record.status(STATUS_FAILED, error=message)
+    _record_failure(record, message, refused=isinstance(exc, RunDirTaken))
     if record.tracker is not None:
         record.tracker.finish(MLFLOW_FAILED, error=one_line(exc, with_type=True))
     elif keep_going and record.main:
@@ -211,6 +244,19 @@ def _failed(cfg: DictConfig, record: JobRecord, exc: Exception, keep_going: bool
     if isinstance(exc, LlmSweepError):
         exit_with_error(exc)
     raise exc
+
+
+def _record_failure(record: JobRecord, message: str, refused: bool) -> None:
+    """Write the failure to the status file (a refused job: to its own file). On a full disk
+    that write fails too: one warning line, and the error itself is still reported."""
+    try:
+        if refused:
+            if record.main:
+                write_json(Path(record.run_dir) / REFUSED_FILE, {"status": STATUS_FAILED, "error": message})
+        else:
+            record.status(STATUS_FAILED, error=message)
+    except DiskFull as exc:
+        console.warn(f"the failure is not recorded: {exc}")
 
 
 def _track_failed_job(cfg: DictConfig, record: JobRecord, message: str) -> None:

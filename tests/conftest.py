@@ -1,6 +1,8 @@
-"""Shared test set-up: one token cache per test session, shared with subprocesses."""
+"""Shared test set-up: one token cache per test session, shared with subprocesses; the tiny
+shapes runs train at; and the helpers that start the app as real processes."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+ONE_PROCESS = REPO / "tests" / "fixtures" / "one_process.py"
 
 # Under pytest-xdist (`-n 2` on 2 cores) each worker and the processes it starts compute on
 # one thread: two workers of two threads each would oversubscribe the cores. A test that
@@ -24,6 +27,9 @@ TINY = [
     "budget.time=null", "budget.steps=6", "eval.interval=0", "eval.batches=2",
     "eval.final_batches=2", "tracking=none", "compile=false",
 ]
+# Two micro-batches per step: one per rank over 2 processes, both in one process.
+DDP_TINY = [*[o for o in TINY if not o.startswith("batch.grad_accum")], "batch.grad_accum=2",
+            "tracking.log_interval=1"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,6 +85,40 @@ def run_app(args: list[str], cwd: Path, module: str = "llm_sweep", timeout: floa
     """Run `python -m <module> <args>` as a real process and capture its output."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def run_in_processes(jobs: list[dict], folder: Path, processes: int = 2, timeout: float = 900) -> list[dict]:
+    """Many `python -m` commands ({"module", "args", "cwd"}, tests/fixtures/one_process.py)
+    in `processes` Python processes side by side, each running its share one after another,
+    so the imports are paid once per process: their {"rc", "out", "cpu_s"}, in `jobs` order."""
+    procs = [subprocess.Popen([sys.executable, str(ONE_PROCESS), str(folder / f"results{i}.json")],
+                              stdin=subprocess.PIPE, text=True) for i in range(processes)]
+    for i, proc in enumerate(procs):
+        proc.stdin.write(json.dumps(jobs[i::processes]))
+        proc.stdin.close()
+    for proc in procs:
+        assert proc.wait(timeout=timeout) == 0, "a command runner crashed: see its output above"
+    shares = [json.loads((folder / f"results{i}.json").read_text()) for i in range(processes)]
+    return [shares[i % processes][i // processes] for i in range(len(jobs))]
+
+
+def torchrun(args: list[str], cwd: Path, nproc: int = 2, module: str | None = "llm_sweep",
+             env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=<nproc> [-m <module>] <args>`, its output captured."""
+    target = ["-m", module] if module else []
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={nproc}", *target, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def one_process_run(tmp_path_factory) -> Path:
+    """DDP_TINY trained by one plain process, once per test worker: the run directory that
+    runs of the same config over several processes are compared with (read it, never resume it)."""
+    cwd = tmp_path_factory.mktemp("one_process")
+    done = run_app([*DDP_TINY, "hydra.run.dir=run"], cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return cwd / "run"
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -1,15 +1,15 @@
 """Every training feature at one world size, for tests/test_ddp_matrix.py.
 
-    python tests/ddp_matrix.py OUT PHASE                                   # one process
-    torchrun --standalone --nproc_per_node=2 tests/ddp_matrix.py OUT PHASE # two ranks
+    python tests/ddp_matrix.py OUT PHASE...                                   # one process
+    torchrun --standalone --nproc_per_node=2 tests/ddp_matrix.py OUT PHASE... # two ranks
 
-Runs each case of PHASE through the real `train()` in one process group (so the start-up
-is paid once per world size), each in its own run directory under OUT/w<world size>/, and
-writes what rank 0 saw to OUT/w<world size>/<case>.json: the first-step loss, the final
+Runs each case of each PHASE through the real `train()` in one process group (so the
+start-up is paid once per command), each in its own run directory under OUT/w<world size>/,
+and writes what rank 0 saw to OUT/w<world size>/<case>.json: the first-step loss, the final
 validation loss, steps, tokens and the binding budget, or how the run stopped.
 
 Phase `train`: the cases, plus runs preempted at step 3 (a checkpoint, then RunInterrupted).
-Phase `resume`: each preempted run of the other world size resumed here with resume=auto.
+Phase `resume`: the preempted run of the other world size resumed here with resume=auto.
 """
 from __future__ import annotations
 
@@ -94,24 +94,35 @@ def run_case(world: World, name: str, overrides: list[str], out: Path, preempt_a
         (out / f"{name}.json").write_text(json.dumps(result))
 
 
-def main(out: Path, phase: str) -> None:
+def train_phase(world: World, here: Path) -> None:
+    """Every case, then the same run twice: uninterrupted, and preempted at PREEMPT_AT."""
+    for name, overrides in CASES.items():
+        run_case(world, name, overrides, here)
+    run_case(world, "uninterrupted", RESUMED, here)
+    run_case(world, "preempted", RESUMED, here, preempt_at=PREEMPT_AT)
+
+
+def resume_phase(world: World, out: Path, here: Path) -> None:
+    """Resume, on this world size, the run the other one preempted."""
+    other = out / f"w{3 - world.world_size}" / "preempted"
+    if world.is_main:
+        shutil.copytree(other, here / "resumed")
+    if world.distributed:
+        dist.barrier()  # every rank reads the checkpoint once rank 0 has copied it
+    run_case(world, "resumed", [*RESUMED, "resume=auto"], here)
+
+
+def main(out: Path, phases: list[str]) -> None:
     world = join_world(60)
     here = out / f"w{world.world_size}"
     here.mkdir(parents=True, exist_ok=True)
-    if phase == "train":
-        for name, overrides in CASES.items():
-            run_case(world, name, overrides, here)
-        run_case(world, "uninterrupted", RESUMED, here)
-        run_case(world, "preempted", RESUMED, here, preempt_at=PREEMPT_AT)
-    else:  # resume, on this world size, what the other one wrote
-        other = out / f"w{3 - world.world_size}" / "preempted"
-        if world.is_main:
-            shutil.copytree(other, here / "resumed")
-        if world.distributed:
-            dist.barrier()  # every rank reads the checkpoint once rank 0 has copied it
-        run_case(world, "resumed", [*RESUMED, "resume=auto"], here)
+    for phase in phases:
+        if phase == "train":
+            train_phase(world, here)
+        else:
+            resume_phase(world, out, here)
     leave_world()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2])
+    main(Path(sys.argv[1]), sys.argv[2:])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -16,16 +15,35 @@ from conftest import TINY, run_app
 
 
 @pytest.mark.slow
-def test_default_command_trains_tiny_and_prints_the_summary(tmp_path):
-    # The default command, with a step budget so the check does not depend on machine speed.
-    result = run_app(["budget.time=null", "budget.steps=20", "eval.final_batches=4",
-                      "hydra.run.dir=run"], cwd=tmp_path)
+def test_the_default_command_visibly_learns_and_says_where_its_run_is(tmp_path):
+    """The quick start as a newcomer sees it (a step budget instead of its 30 s, so the check
+    does not depend on the machine): the bytes model learns from ln(257) to well under 3
+    with eval lines on the way, each silent phase is announced, and the closing lines name
+    the run folder, the MLflow command and address for its store, and the command again."""
+    result = run_app(["budget.time=null", "budget.steps=120", "eval.interval=60", "eval.final_batches=8"],
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "final val  loss" in result.stdout
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["model"] == "tiny" and summary["binding_budget"] == "steps"
-    assert summary["val_loss"] < math.log(50304) - 1.5
-    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
+    out = result.stdout
+    assert "compiling the model" in out and "compiled in " in out
+    assert "step 60: val/loss" in out and "evaluating on the validation split (8 batches of 16 x 128 tokens)" in out
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model"] == "tiny" and summary["params"] < 600_000  # a 320-row embedding (257 ids, padded)
+    assert losses[0] > 4.5 and summary["val_loss"] < 3.0  # the first 10 steps start at ln(257) = 5.55
+    lines = out.splitlines()
+    folder = next(line for line in lines if line.startswith("run folder "))
+    assert folder.startswith(f"run folder {run_dir.relative_to(tmp_path)}/")
+    mlflow_line = next(line for line in lines if line.startswith("MLflow "))
+    experiment = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("llm_sweep")
+    assert (f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve() / 'mlflow.db'}, then open "
+            f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?"
+            "orderByKey=metrics.%60final%2Fval_loss%60&orderByAsc=true") in mlflow_line
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on its runs
+    assert lines[-1] == "run again  python -m llm_sweep budget.time=null budget.steps=120 eval.interval=60 eval.final_batches=8"
+    assert "[mlflow" not in out and "matplotlib" not in out  # libraries' INFO lines: the log file
+    assert "[mlflow.store.db.utils][INFO]" in (run_dir / "llm_sweep.log").read_text()
 
 
 @pytest.mark.slow
@@ -124,3 +142,21 @@ def test_ctrl_c_saves_and_the_printed_command_resumes_to_the_same_final_loss(tmp
     client = MlflowClient(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")
     (run,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_and_its_printed_command_resumes_the_interrupted_job(tmp_path):
+    """Ctrl-C during a sweep's first job: that job is saved and killed, the sweep stops, and
+    the printed command (the sweep's, pinned to its folder) resumes that job from its
+    checkpoint and runs the rest."""
+    base = [*[a for a in TINY if not a.startswith("budget.steps")], "budget.steps=150"]
+    stopped = _train_until_interrupted(["--multirun", *base, "model.n_layer=1,2", "hydra.sweep.dir=sweep"], tmp_path)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    (line,) = [line for line in stopped.stdout.splitlines() if line.startswith("interrupted: ")]
+    command = line.split("Resume it (same folder, same MLflow run): ")[1]
+    assert command.startswith("python -m llm_sweep --multirun ") and "hydra.sweep.dir=sweep" in command
+    assert json.loads((tmp_path / "sweep" / "0" / "status.json").read_text())["status"] == "killed"
+    assert not (tmp_path / "sweep" / "1").exists()
+    resumed = run_app(command.split()[3:], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed at step" in resumed.stdout and "2/2 jobs finished" in resumed.stdout

@@ -4,11 +4,14 @@ checked in-process; the real command line in tests/test_app.py."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
 from llm_sweep.core.config import CONF_DIR, SWEEPS_DIR, RunConfig, _group_schema
 from llm_sweep.sweeping.command_line import command_line_error
+
+from conftest import run_app
 
 GROUPS = [f.name for f in dataclasses.fields(RunConfig) if _group_schema(f) is not None]
 CONFIG_GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
@@ -58,3 +61,18 @@ def test_good_command_lines_pass():
 def test_an_override_it_cannot_read_is_one_line():
     why = command_line_error(["model.n_embd=[1,2"])
     assert why.startswith("cannot read the overrides: ") and "\n" not in why
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data, message", [
+    (["data=text", "data.paths=[missing.txt]"], "error: data.paths: missing.txt does not exist"),
+    (["data=slimpajama", "data.source=./nowhere.jsonl"],
+     "error: data.source=./nowhere.jsonl: no such file or folder (nor an owner/name hub id)"),
+], ids=["text", "slimpajama"])
+def test_missing_data_is_one_line_before_mlflow_records_a_run(tmp_path, data, message):
+    """Every data input the run names is checked before its MLflow run exists: no FAILED run
+    with a path in its name is left behind."""
+    result = run_app([*data, "tracking=mlflow", "hydra.run.dir=run"], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "mlflow.db").exists()
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"

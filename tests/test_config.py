@@ -20,7 +20,7 @@ def compose_run(*overrides: str) -> RunConfig:
 def test_default_config_is_the_tiny_cpu_run():
     run = compose_run()
     assert (run.model.name, run.model.arch, run.data.name) == ("tiny", "llama", "shakespeare")
-    assert run.budget.time_s == 60.0
+    assert run.data.tokenizer == "bytes" and run.budget.time_s == 30.0  # learns visibly in a minute
     assert run.tracking.backend == "mlflow"
 
 
@@ -88,8 +88,8 @@ def test_parse_duration(text, seconds):
 
 
 @pytest.mark.parametrize("overrides, vocab", [
-    ((), 50304),  # GPT-2's 50257 ids, padded to a multiple of 64
-    (("data.tokenizer=bytes",), 320),  # 256 bytes + end-of-text, padded
+    ((), 320),  # the tiny default reads bytes: 256 bytes + end-of-text, padded to a multiple of 64
+    (("data.tokenizer=gpt2",), 50304),  # GPT-2's 50257 ids, padded
     (("data.tokenizer=bytes", "model.vocab_size=257"), 257),  # as set
     (("model=wide3",), 50304),
 ])

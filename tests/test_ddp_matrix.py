@@ -4,7 +4,6 @@ with one line naming the keys."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,38 +12,27 @@ import optuna
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_app
-from ddp_matrix import CASES
+from conftest import DDP_TINY, REPO, TINY, run_app, torchrun
+from ddp_matrix import CASES, first_loss
 
 pytestmark = pytest.mark.slow
 MATRIX = REPO / "tests" / "ddp_matrix.py"
 
 
-def torchrun(args: list[str], cwd: Path, nproc: int = 2, module: str | None = "llm_sweep",
-             env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    target = ["-m", module] if module else []
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={nproc}", *target, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def first_loss(run_dir: Path) -> float:
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        if "train/loss" in (record := json.loads(line)):
-            return record["train/loss"]
-    raise AssertionError(f"no train/loss in {run_dir}")
-
-
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory) -> Path:
-    """The matrix run at both world sizes, then each one's preempted run resumed at the other."""
+    """The matrix run at both world sizes, and each one's preempted run resumed at the other,
+    in three commands: one process trains; two ranks train and resume its preempted run;
+    one process resumes theirs."""
     out = tmp_path_factory.mktemp("ddp_matrix")
-    for phase in ("train", "resume"):
-        two = torchrun([str(MATRIX), str(out), phase], cwd=out, module=None, timeout=600)
-        assert two.returncode == 0, two.stderr[-4000:]
-        one = subprocess.run([sys.executable, str(MATRIX), str(out), phase], cwd=out,
-                             capture_output=True, text=True, timeout=600)
-        assert one.returncode == 0, one.stderr[-4000:]
+    one = subprocess.run([sys.executable, str(MATRIX), str(out), "train"], cwd=out,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-4000:]
+    two = torchrun([str(MATRIX), str(out), "train", "resume"], cwd=out, module=None, timeout=600)
+    assert two.returncode == 0, two.stderr[-4000:]
+    one = subprocess.run([sys.executable, str(MATRIX), str(out), "resume"], cwd=out,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-4000:]
     return out
 
 
@@ -100,7 +88,7 @@ def test_a_ddp_trained_checkpoint_exports_with_the_same_logits(matrix, tmp_path)
         assert (ours(idx) - one_process(idx)).abs().max() < 1e-2
 
 
-def test_the_default_batch_runs_on_two_and_four_processes(tmp_path):
+def test_the_default_batch_runs_on_two_and_four_processes(tmp_path, one_process_run):
     """grad_accum=1 (the default) on 2 processes: each runs half the rows of the micro-batch;
     grad_accum=2 on 4: two groups of two. A batch whose rows cannot split is one line."""
     args = ["tracking=none", "budget.steps=3", "data.tokenizer=bytes", "compile=false",
@@ -110,12 +98,10 @@ def test_the_default_batch_runs_on_two_and_four_processes(tmp_path):
     two = torchrun([*args, "hydra.run.dir=two"], cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     assert first_loss(tmp_path / "two") == pytest.approx(first_loss(tmp_path / "one"), abs=1e-4)
-    four = [*TINY, "batch.grad_accum=2", "tracking.log_interval=1"]
-    one = run_app([*four, "hydra.run.dir=one4"], cwd=tmp_path)
-    done = torchrun([*four, "hydra.run.dir=four"], cwd=tmp_path, nproc=4)
-    assert one.returncode == 0 and done.returncode == 0, done.stderr[-3000:]
+    done = torchrun([*DDP_TINY, "hydra.run.dir=four"], cwd=tmp_path, nproc=4)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert "4 processes (DDP)" in done.stdout
-    assert first_loss(tmp_path / "four") == pytest.approx(first_loss(tmp_path / "one4"), abs=1e-4)
+    assert first_loss(tmp_path / "four") == pytest.approx(first_loss(one_process_run), abs=1e-4)
     refused = torchrun([*TINY, "batch.micro_batch_size=3", "hydra.run.dir=refused"], cwd=tmp_path)
     assert refused.returncode != 0
     errors = {line for line in refused.stderr.splitlines() if line.startswith("error:")}
@@ -168,15 +154,12 @@ def test_bench_on_two_processes_runs_both_optimizers(tmp_path):
         assert bench["records"][0]["tokens_per_s"] > 0
 
 
-def test_a_local_parallel_trial_of_two_tasks_trains_one_ddp_run(tmp_path):
+def test_a_local_parallel_trial_of_two_tasks_trains_one_ddp_run(tmp_path, one_process_run):
     """hydra/launcher=local_parallel with tasks_per_node=2: submitit's local tasks join one
     process group (no GPU here, so no GPU claim) and give the one-process first-step loss."""
-    args = [*TINY, "tracking.log_interval=1"]
-    one = run_app([*args, "hydra.run.dir=one"], cwd=tmp_path)
-    assert one.returncode == 0, one.stderr[-3000:]
-    done = run_app(["--multirun", "hydra/launcher=local_parallel", "hydra.launcher.tasks_per_node=2", *args,
-                    "hydra.sweep.dir=sweep"], cwd=tmp_path, timeout=300)
+    done = run_app(["--multirun", "hydra/launcher=local_parallel", "hydra.launcher.tasks_per_node=2",
+                    *DDP_TINY, "hydra.sweep.dir=sweep"], cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
     assert "2 processes (DDP)" in logs
-    assert first_loss(tmp_path / "sweep" / "0") == pytest.approx(first_loss(tmp_path / "one"), abs=1e-4)
+    assert first_loss(tmp_path / "sweep" / "0") == pytest.approx(first_loss(one_process_run), abs=1e-4)

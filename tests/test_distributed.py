@@ -14,12 +14,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, run_app
+from conftest import DDP_TINY, run_app
 from slurm_cluster import slurm_cluster  # noqa: F401
 
-# Two micro-batches per step: one per rank over 2 processes, both in one process.
-DDP_TINY = [*[o for o in TINY if not o.startswith("batch.grad_accum")], "batch.grad_accum=2",
-            "tracking.log_interval=1"]
 pytestmark = pytest.mark.slow
 
 
@@ -70,10 +67,8 @@ def wait_for(path: Path, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-def test_torchrun_two_ranks_equal_one_process_with_one_writer(tmp_path):
+def test_torchrun_two_ranks_equal_one_process_with_one_writer(tmp_path, one_process_run):
     tracked = [o for o in DDP_TINY if not o.startswith("tracking=")]
-    one = run_app([*DDP_TINY, "hydra.run.dir=one"], cwd=tmp_path)
-    assert one.returncode == 0, one.stderr[-3000:]
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -85,9 +80,9 @@ def test_torchrun_two_ranks_equal_one_process_with_one_writer(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == [
         ".hydra", "checkpoints", "llm_sweep.log", "metrics.jsonl", "mlflow_run.json",
         "status.json", "summary.json"]
-    assert losses(run_dir)[1] == pytest.approx(losses(tmp_path / "one")[1], abs=1e-5)
-    assert summary(run_dir)["val_loss"] == pytest.approx(summary(tmp_path / "one")["val_loss"], abs=2e-3)
-    assert summary(run_dir)["tokens"] == summary(tmp_path / "one")["tokens"]
+    assert losses(run_dir)[1] == pytest.approx(losses(one_process_run)[1], abs=1e-5)
+    assert summary(run_dir)["val_loss"] == pytest.approx(summary(one_process_run)["val_loss"], abs=2e-3)
+    assert summary(run_dir)["tokens"] == summary(one_process_run)["tokens"]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (experiment,) = [e for e in client.search_experiments() if e.name == "llm_sweep"]
     (mlflow_run,) = client.search_runs([experiment.experiment_id])
@@ -98,8 +93,8 @@ def test_torchrun_two_ranks_equal_one_process_with_one_writer(tmp_path):
 
 def test_a_signal_to_one_rank_checkpoints_once_and_the_run_resumes_on_one_process(tmp_path):
     args = [*DDP_TINY, "budget.steps=40", "checkpoint.interval=0"]
-    procs = start_ranks([*args, "hydra.run.dir=whole"], tmp_path)
-    assert all(code == 0 for code, _, _ in finish(procs))
+    whole = run_app([*args, "hydra.run.dir=whole"], cwd=tmp_path)  # the uninterrupted run, on one process
+    assert whole.returncode == 0, whole.stderr[-3000:]
     split = start_ranks([*args, "hydra.run.dir=split"], tmp_path)
     wait_for(tmp_path / "split" / "metrics.jsonl")
     deadline = time.monotonic() + 240  # a wait on a state, not a speed limit
@@ -150,14 +145,42 @@ def test_a_rank_killed_makes_the_others_exit_with_one_clear_error_within_the_tim
 
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm_cluster")
-def test_a_two_task_slurm_job_trains_one_ddp_run(tmp_path):
-    one = run_app([*DDP_TINY, "hydra.run.dir=one"], cwd=tmp_path)
-    assert one.returncode == 0, one.stderr[-3000:]
+def test_a_two_task_slurm_job_trains_one_ddp_run(tmp_path, one_process_run):
     done = run_app(["--multirun", "hydra/launcher=slurm_cpu", "hydra.launcher.tasks_per_node=2",
                     *DDP_TINY, "hydra.sweep.dir=sweep"], cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = tmp_path / "sweep" / "0"
-    assert losses(run_dir)[1] == pytest.approx(losses(tmp_path / "one")[1], abs=1e-5)
-    assert summary(run_dir)["val_loss"] == pytest.approx(summary(tmp_path / "one")["val_loss"], abs=2e-3)
+    assert losses(run_dir)[1] == pytest.approx(losses(one_process_run)[1], abs=1e-5)
+    assert summary(run_dir)["val_loss"] == pytest.approx(summary(one_process_run)["val_loss"], abs=2e-3)
     logs = "".join(path.read_text() for path in (tmp_path / "sweep" / ".submitit").rglob("*_0_log.out"))
     assert "2 processes (DDP)" in logs  # rank 0's start line: the job trained over two tasks
+
+
+def test_ctrl_c_under_torchrun_stops_every_rank_and_prints_the_torchrun_that_resumes(tmp_path):
+    """A terminal's Ctrl-C reaches torchrun and every rank (one process group); torchrun then
+    signals the ranks again. The stop stays the user's: one checkpoint, the run killed, one
+    line from rank 0 with the torchrun command that resumes it, no trace from llm_sweep."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = [*DDP_TINY, "budget.steps=40", "hydra.run.dir=run"]
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        group = subprocess.Popen([*torchrun, "-m", "llm_sweep", *args], cwd=tmp_path, stdout=out, stderr=err,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+        wait_for(tmp_path / "run" / "metrics.jsonl")
+        deadline = time.monotonic() + 240  # a wait on a state, not a speed limit
+        while len(records(tmp_path / "run")) < 3 and group.poll() is None:
+            assert time.monotonic() < deadline, "no 3 steps"
+            time.sleep(0.1)
+        os.killpg(group.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        group.wait(timeout=240)
+    stdout, stderr = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
+    (line,) = [line for line in stdout.splitlines() if line.startswith("interrupted: ")]
+    assert "llm_sweep/" not in stderr and "RunInterrupted" not in stderr, stderr[-3000:]
+    command = line.split("Resume it (same folder, same MLflow run): ")[1]
+    assert command.startswith("torchrun --nproc_per_node=2 -m llm_sweep ")
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "killed"
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").iterdir()
+    resumed = subprocess.run([*torchrun, *command.split()[2:]], cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed at step {int(checkpoint.stem.split('_')[1])}" in resumed.stdout
+    assert summary(tmp_path / "run")["steps"] == 40

@@ -42,10 +42,11 @@ def documents_of(shard: TokenShard) -> list[str]:
 
 @pytest.fixture(scope="session")
 def shakespeare(token_cache) -> Splits:
-    """The default data preset, prepared once per session in the shared test cache."""
+    """The default data preset read with GPT-2's tokenizer (the seed's), prepared once per
+    session in the shared test cache."""
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        data = load_config(compose(config_name="config")).data
+        data = load_config(compose(config_name="config", overrides=["data.tokenizer=gpt2"])).data
     assert data.cache_dir is None  # so this also exercises $LLM_SWEEP_CACHE
     return prepare_dataset(data, progress=False)
 
@@ -113,7 +114,8 @@ def test_damaged_cache_entry_is_prepared_again(tmp_path, capsys):
 @pytest.mark.slow
 def test_concurrent_cold_starts_tokenize_once(shakespeare, tmp_path):
     cache = tmp_path / "cache"
-    procs = [subprocess.Popen([sys.executable, "-m", "llm_sweep.prepare", f"data.cache_dir={cache}"],
+    procs = [subprocess.Popen([sys.executable, "-m", "llm_sweep.prepare", f"data.cache_dir={cache}",
+                               "data.tokenizer=gpt2"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     outputs = [(proc.pid, *proc.communicate(timeout=300), proc.returncode) for proc in procs]

@@ -4,13 +4,11 @@ the key, with exit code 2."""
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import TINY, run_app
+from conftest import TINY, run_app, run_in_processes
 from llm_sweep.core.config import SweepConfig
 from llm_sweep.core.errors import ConfigError
 from llm_sweep.core.rules import check
@@ -37,18 +35,17 @@ LISTED = [
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory) -> dict[str, Any]:
-    """Every dry run and refusal run once, two at a time: {typed: completed process}."""
+def cli(tmp_path_factory) -> dict[str, dict]:
+    """Every dry run and refusal run once, in two processes side by side
+    (tests/fixtures/one_process.py): {typed: {rc, out}}, `out` being stdout and stderr together."""
     root = tmp_path_factory.mktemp("seeds")
     typed = LISTED + [case for case, _ in REFUSED]
-
-    def run(index: int) -> Any:
-        cwd = root / str(index)
-        cwd.mkdir()
-        return run_app([*typed[index].split(), *DRY.split(), "hydra.sweep.dir=sweep"], cwd=cwd, timeout=120)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(typed, pool.map(run, range(len(typed)))))
+    jobs = []
+    for index, case in enumerate(typed):
+        (root / str(index)).mkdir()
+        jobs.append({"module": "llm_sweep", "cwd": str(root / str(index)),
+                     "args": [*case.split(), *DRY.split(), "hydra.sweep.dir=sweep"]})
+    return dict(zip(typed, run_in_processes(jobs, root)))
 
 
 def job_lines(stdout: str) -> list[str]:
@@ -58,9 +55,9 @@ def job_lines(stdout: str) -> list[str]:
 @pytest.mark.slow
 def test_the_dry_run_lists_every_combination_at_every_seed_seed_outermost(cli):
     result = cli[LISTED[0]]
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "6 job(s):" in result.stdout and "Total: 6 job(s)" in result.stdout
-    assert job_lines(result.stdout) == [
+    assert result["rc"] == 0, result["out"][-2000:]
+    assert "6 job(s):" in result["out"] and "Total: 6 job(s)" in result["out"]
+    assert job_lines(result["out"]) == [
         f"#{2 * i + j} : seed={seed} model.n_embd={width} tracking=none"
         for i, seed in enumerate((1337, 1338, 1339)) for j, width in enumerate((64, 128))]
 
@@ -68,19 +65,19 @@ def test_the_dry_run_lists_every_combination_at_every_seed_seed_outermost(cli):
 @pytest.mark.slow
 def test_one_seed_is_the_sweep_as_it_was(cli):
     once, plain = cli[LISTED[1]], cli[LISTED[2]]
-    assert once.returncode == plain.returncode == 0
-    assert job_lines(plain.stdout) == ["#0 : model.n_embd=64 tracking=none",
+    assert once["rc"] == plain["rc"] == 0
+    assert job_lines(plain["out"]) == ["#0 : model.n_embd=64 tracking=none",
                                        "#1 : model.n_embd=128 tracking=none"]
-    assert job_lines(once.stdout) == [line.replace("tracking=none", "sweep.seeds=1 tracking=none")
-                                      for line in job_lines(plain.stdout)]
+    assert job_lines(once["out"]) == [line.replace("tracking=none", "sweep.seeds=1 tracking=none")
+                                      for line in job_lines(plain["out"])]
 
 
 @pytest.mark.slow
 def test_a_named_sweep_repeats_its_grid_from_the_given_base_seed(cli):
     result = cli[LISTED[3]]
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = job_lines(result.stdout)
-    assert len(lines) == 12 and "Total: 12 job(s)" in result.stdout  # 3 depths x 2 widths x 2 seeds
+    assert result["rc"] == 0, result["out"][-2000:]
+    lines = job_lines(result["out"])
+    assert len(lines) == 12 and "Total: 12 job(s)" in result["out"]  # 3 depths x 2 widths x 2 seeds
     assert all(" seed=7 " in line for line in lines[:6]) and all(" seed=8 " in line for line in lines[6:])
     assert [line.split(" seed=")[1].split(" ", 1)[1] for line in lines[:6]] == \
            [line.split(" seed=")[1].split(" ", 1)[1] for line in lines[6:]]  # the same grid twice
@@ -91,9 +88,9 @@ def test_a_named_sweep_repeats_its_grid_from_the_given_base_seed(cli):
 @pytest.mark.parametrize("typed, says", REFUSED, ids=[typed for typed, _ in REFUSED])
 def test_misuse_is_one_line_naming_the_key_with_exit_code_2(cli, typed, says):
     result = cli[typed]
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and "Dry run" not in result.stdout
-    assert result.stderr.strip().splitlines()[-1].startswith("error: sweep.seeds" + says)
+    assert result["rc"] == 2, result["out"][-2000:]
+    assert "Traceback" not in result["out"] and "Dry run" not in result["out"]
+    assert result["out"].strip().splitlines()[-1].startswith("error: sweep.seeds" + says)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def test_preempted_job_checkpoints_requeues_and_matches_an_uninterrupted_run(tmp
             "batch.micro_batch_size=16", "batch.seq_len=64", "tracking.log_interval=1",
             "tracking.run_name=whole,preempted", f"hydra.sweep.dir={sweep}"]
     sweep_process = subprocess.Popen(
-        ["python", "-m", "llm_sweep", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+        [sys.executable, "-m", "llm_sweep", *args], cwd=tmp_path, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240

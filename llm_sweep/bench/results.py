@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -97,6 +97,7 @@ class BenchThroughput:
     mode: str
     mfu: float
     peak_flops: float  # implied: tokens/s x FLOPs per token / MFU
+    compile_s: Optional[float] = None  # its warm-up time beyond as many steady steps
 
 
 def read_bench(path: Path) -> BenchThroughput:
@@ -115,5 +116,7 @@ def read_bench(path: Path) -> BenchThroughput:
         raise DataError(f"--bench {path}: no record with tokens_per_s, mfu and flops_per_token")
     best = max(usable, key=lambda r: r["tokens_per_s"])
     flops_per_token = best.get("flops_per_token") or shared["flops_per_token"]
+    compile_s = best.get("compile_s")
     return BenchThroughput(str(best.get("mode", "?")), float(best["mfu"]),
-                           best["tokens_per_s"] * flops_per_token / best["mfu"])
+                           best["tokens_per_s"] * flops_per_token / best["mfu"],
+                           float(compile_s) if compile_s is not None else None)

@@ -55,6 +55,18 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+OWN_LOGGERS = ("llm_sweep", "hydra", "__main__")
+
+
+class NoLibraryInfo(logging.Filter):
+    """The console's filter (conf/hydra/job_logging/llm_sweep.yaml): llm_sweep's and Hydra's
+    lines and every warning pass; a library's INFO chatter stays in the log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = record.name == "root" or record.name.split(".")[0] in OWN_LOGGERS
+        return own or record.levelno >= logging.WARNING
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Diagnostics of a command that is not a Hydra app, as Hydra shows its own: one line
     each on stderr, at INFO and above."""

@@ -19,3 +19,7 @@ class TrainingDiverged(LlmSweepError):
 
 class PeerLost(LlmSweepError):
     """Another process of a data-parallel run died or stopped answering."""
+
+
+class DiskFull(LlmSweepError):
+    """A write met a full disk or quota: names the file and the bytes it needed."""

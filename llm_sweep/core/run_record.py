@@ -3,7 +3,7 @@ metric and param names.
 
 The job writes these files, the tracker and the sweep callbacks read them, the report
 and the Optuna sweeper rely on the names. This module is the one place that defines
-them; it imports nothing of llm_sweep, so every layer can use it.
+them; it imports only the core's disk helper, so every layer can use it.
 
 A run directory holds:
     status.json      how the job ended (STATUS_*), its config hash, final metrics or error
@@ -22,8 +22,11 @@ import dataclasses
 import hashlib
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
+
+from llm_sweep.core.disk import writing
 
 # --- files ---------------------------------------------------------------------------
 STATUS_FILE = "status.json"
@@ -89,14 +92,17 @@ def config_hash(config: Any) -> str:
 
 
 def write_json(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
-    """Write `data` as JSON atomically: readers see the old file or the new one, never half."""
+    """Write `data` as JSON atomically: readers see the old file or the new one, never half.
+    A full disk is DiskFull, the temporary file removed and the old file left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2) + "\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as file:
-        file.write(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    with writing(path, len(text.encode()), undo=partial(tmp.unlink, missing_ok=True)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
 
 
 def read_json(path: Path) -> Optional[dict[str, Any]]:

@@ -105,15 +105,26 @@ def iter_eval_batches(shard: TokenShard, micro_batch_size: int, seq_len: int,
     batch: then that partial batch is the whole evaluation. Over several processes,
     process `rank` gets every `world_size`-th of the (first `max_batches`) batches.
     """
-    _require_windows(shard, seq_len)
-    n_windows = (len(shard) - 1) // seq_len
-    starts = np.arange(n_windows) * seq_len
-    groups = [starts[i:i + micro_batch_size]
-              for i in range(0, n_windows - micro_batch_size + 1, micro_batch_size)] or [starts]
+    groups = _eval_groups(shard, micro_batch_size, seq_len)
     window = np.arange(seq_len + 1)
     device = torch.device(device)
     return (_to_device(shard.tokens[group[:, None] + window], device)
             for group in groups[:max_batches][rank::world_size])
+
+
+def eval_batch_count(shard: TokenShard, micro_batch_size: int, seq_len: int,
+                     max_batches: int | None = None) -> int:
+    """How many batches `iter_eval_batches` yields over all processes together."""
+    return len(_eval_groups(shard, micro_batch_size, seq_len)[:max_batches])
+
+
+def _eval_groups(shard: TokenShard, micro_batch_size: int, seq_len: int) -> list[np.ndarray]:
+    """The start offsets of each evaluation batch's windows."""
+    _require_windows(shard, seq_len)
+    n_windows = (len(shard) - 1) // seq_len
+    starts = np.arange(n_windows) * seq_len
+    return [starts[i:i + micro_batch_size]
+            for i in range(0, n_windows - micro_batch_size + 1, micro_batch_size)] or [starts]
 
 
 def _require_windows(shard: TokenShard, seq_len: int) -> None:

@@ -39,9 +39,9 @@ from llm_sweep.core.data_config import DataConfig
 from llm_sweep.core.errors import DataError
 from llm_sweep.data.english import english_documents, english_fingerprint
 from llm_sweep.data.shards import TokenShard
-from llm_sweep.data.sources import (files_fingerprint, hub_or_files_fingerprint, load_records,
-                                    shakespeare_documents, shakespeare_fingerprint, text_documents,
-                                    text_files)
+from llm_sweep.data.sources import (files_fingerprint, hub_or_files_fingerprint, load_records, record_files,
+                                    require_hub, shakespeare_documents, shakespeare_fingerprint,
+                                    text_documents, text_files)
 from llm_sweep.data.tokenizer import encode_document, gpt2_encoding
 
 if TYPE_CHECKING:
@@ -65,8 +65,7 @@ def prepare_dataset(cfg: DataConfig, progress: bool = True) -> Splits:
     `cfg` holds allowed values (see its rules in llm_sweep.core.data_config).
     """
     key = cache_key(cfg)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    entry = cache_root(cfg.cache_dir) / f"{cfg.name}-{digest}"
+    entry = cache_entry(cfg, key)
     # Shards only ever appear complete (atomic renames), so a warm cache needs no lock,
     # which also lets jobs read a cache they cannot write.
     splits = _open_cached(entry, progress=False)
@@ -82,6 +81,30 @@ def prepare_dataset(cfg: DataConfig, progress: bool = True) -> Splits:
         console.show(f"{cfg.name}: train {len(splits.train):,} tokens, val {len(splits.val):,} tokens "
               f"-> {entry}")
     return splits
+
+
+def cache_entry(cfg: DataConfig, key: dict[str, Any]) -> Path:
+    """The folder of the shards that `key` (cache_key) describes."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_root(cfg.cache_dir) / f"{cfg.name}-{digest}"
+
+
+def cached_splits(cfg: DataConfig) -> Splits | None:
+    """The dataset's shards when the cache holds them; nothing is prepared or downloaded."""
+    try:
+        return _open_cached(cache_entry(cfg, cache_key(cfg)), progress=False)
+    except DataError:  # its inputs are missing: the job will say so
+        return None
+
+
+def check_inputs(cfg: DataConfig) -> None:
+    """Fail now, in one line, when the data's inputs are missing (a file, a folder) or out of
+    reach (the hub, offline): before a run is recorded anywhere. Cached data needs neither."""
+    if cached_splits(cfg) is not None:
+        return
+    cache_key(cfg)  # reads every input's size and date: a missing one is a DataError
+    if cfg.name == "slimpajama" and record_files(cfg.source) is None:
+        require_hub(cfg.source)
 
 
 def cache_root(cache_dir: str | None) -> Path:

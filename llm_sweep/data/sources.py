@@ -140,7 +140,7 @@ def load_records(source: str, cache_dir: Path, num_proc: int) -> datasets.Datase
 
     files = record_files(source)
     if files is None:
-        _require_hub(source)
+        require_hub(source)
         try:
             records = datasets.load_dataset(source, split="train", num_proc=num_proc)
         except (OSError, ValueError) as err:  # ConnectionError, offline mode, missing dataset
@@ -157,7 +157,7 @@ def load_records(source: str, cache_dir: Path, num_proc: int) -> datasets.Datase
     return records
 
 
-def _require_hub(source: str) -> None:
+def require_hub(source: str) -> None:
     """Fail in seconds, not after minutes of retries, when the hub is unreachable."""
     from huggingface_hub import constants  # installed with datasets, needed with it
 

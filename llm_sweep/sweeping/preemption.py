@@ -34,6 +34,8 @@ class PreemptionGuard:
         self.previous: dict[int, Callable | int | None] = {}
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.ctrl_c:  # torchrun follows a Ctrl-C with SIGTERM: the stop stays the user's
+            return
         self.received = (signum, frame)
         self.stop.request(PREEMPTED, signal.Signals(signum).name)
 

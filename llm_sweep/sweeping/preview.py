@@ -17,7 +17,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from llm_sweep.core.config import RunConfig, SweepConfig, load_config
-from llm_sweep.sweeping.costs import JobCost, Throughput, expected_throughput, job_cost
+from llm_sweep.sweeping.costs import JobCost, Throughput, job_cost
+from llm_sweep.sweeping.measured_rate import compiles, throughput_for, val_tokens
 
 
 @dataclass
@@ -50,7 +51,7 @@ class SweepPreview:
 
 
 def preview_sweep(config: DictConfig, settings: SweepConfig, multirun: bool) -> SweepPreview:
-    rate = expected_throughput(settings.bench, config.get("peak_flops"))
+    rate = throughput_for(config, settings, launcher_kind(config.hydra.launcher) == "slurm")
     # Without sweep.dry_run: the jobs as a real run launches them.
     arguments = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
                  if str(o).split("=")[0].lstrip("+~") != "sweep.dry_run"]
@@ -88,7 +89,8 @@ def estimate(config: DictConfig, job: PlannedJob, rate: Throughput, compose: boo
         job_config = (GlobalHydra.instance().config_loader().load_sweep_config(config, job.overrides)
                       if compose else config)
         run: RunConfig = load_config(job_config)
-        job.cost = job_cost(run, rate, devices_per_job(config.hydra.launcher, run) if compose else 1)
+        job.cost = job_cost(run, rate, devices_per_job(config.hydra.launcher, run) if compose else 1,
+                            val_tokens(run), compiles(run, rate))
     except Exception as error:  # a rule or a composition error: the job would fail the same way
         job.error = str(error).strip().splitlines()[0]
 

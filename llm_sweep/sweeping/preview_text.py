@@ -7,10 +7,11 @@ from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
 from llm_sweep.report.tables import markdown_table, ratio, si
+from llm_sweep.sweeping.costs import EVAL_SPEEDUP, START_UP_S, VAL_SPLIT_UNKNOWN
 from llm_sweep.sweeping.preview import PlannedJob, SweepPreview, job_line, launcher_kind
 
 COLUMNS = ("#", "overrides", "parametrization", "params", "tokens", "FLOPs", "tokens/param", "binding budget",
-           "time", "GPU-h")
+           "train", "wall", "GPU-h")
 
 
 def duration(seconds: float) -> str:
@@ -26,7 +27,12 @@ def format_preview(preview: SweepPreview, config: DictConfig) -> str:
     bound = " at most (the costliest corner, per trial)" if preview.study is not None else ""
     lines = ["Dry run: nothing is launched.", head,
              f"Total: {preview.n_jobs} job(s), {preview.gpu_hours:,.3g} GPU-hours{bound}.",
-             f"Throughput: {preview.rate.source}."]
+             f"Throughput: {preview.rate.source}.",
+             f"Wall time: training, evaluations (forward only, at {EVAL_SPEEDUP:g}x the training rate), "
+             f"start-up ({START_UP_S:g} s, assumed) and compile ({preview.rate.compile_s:g} s where a job "
+             "compiles; a cold cache takes 1-2 min)."]
+    if any(job.cost is not None and not job.cost.eval_priced for job in preview.jobs):
+        lines.append(f"+: {VAL_SPLIT_UNKNOWN} (python -m llm_sweep.prepare).")
     if preview.multirun:
         lines.append(describe_launcher(preview, config.hydra.launcher))
     return "\n".join(lines)
@@ -40,10 +46,11 @@ def cost_table(jobs: List[PlannedJob]) -> str:
         varying = " ".join(o for o in job.overrides if o not in shared)
         c = job.cost
         cells = ([c.parametrization, si(c.params), si(c.tokens), f"{c.flops:.3g}", ratio(c.tokens_per_param),
-                  c.binding, duration(c.seconds), f"{c.gpu_hours:.3g}"] if c is not None
-                 else [f"fails: {job.error}".replace("|", "/"), *[""] * 7])
+                  c.binding, duration(c.seconds), duration(c.wall_s) + ("" if c.eval_priced else "+"),
+                  f"{c.gpu_hours:.3g}"] if c is not None
+                 else [f"fails: {job.error}".replace("|", "/"), *[""] * 8])
         rows.append([str(job.num), varying or "-", *cells])
-    return markdown_table(COLUMNS, rows, [True, False, False, True, True, True, True, False, True, True])
+    return markdown_table(COLUMNS, rows, [True, False, False, True, True, True, True, False, True, True, True])
 
 
 def describe_jobs(preview: SweepPreview) -> str:

@@ -23,12 +23,18 @@ class Tracker(Protocol):
                error: Optional[str] = None) -> None:
         """Record the outcome: FINISHED, FAILED (with `error`) or KILLED."""
 
+    def where(self) -> Optional[str]:
+        """How to open the run in the MLflow UI, None when it is not tracked."""
+
 
 class NullTracker:
     """Tracks nothing (`tracking=none`)."""
 
     def sinks(self) -> list[Sink]:
         return []
+
+    def where(self) -> Optional[str]:
+        return None
 
     def finish(self, status: str, summary: Optional[dict[str, Any]] = None,
                error: Optional[str] = None) -> None:

@@ -157,6 +157,10 @@ def run_tags(run: RunConfig, job: JobContext, config_hash: str) -> dict[str, str
         "torch_version": importlib.metadata.version("torch"),
         "overrides": " ".join(job.overrides),
         "config_hash": config_hash,
+        # the run's description in the MLflow UI
+        "mlflow.note.content": (f"{run.model.name}: {run.model.n_layer} layers x {run.model.n_embd}, "
+                                f"{run.optim.name} lr {run.optim.lr:g}, {run.data.name} read as "
+                                f"{run.data.tokenizer}; overrides: {' '.join(job.overrides) or 'none'}"),
     }
     if job.sweep_dir is not None:
         tags["sweep_id"] = str(job.sweep_dir)

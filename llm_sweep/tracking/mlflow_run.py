@@ -8,15 +8,20 @@ goes on untracked, and whatever could not be logged is named in one warning at t
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from llm_sweep.core.config import RunConfig
+from llm_sweep.core.disk import disk_full, no_space
 from llm_sweep.core.run_record import (METRICS_FILE, MLFLOW_RUN_FILE, SUMMARY_FILE, WORLD_SIZE,
                                        read_json, write_json)
 from llm_sweep.tracking.describe import (MAX_TAG_CHARS, JobContext, derived_params, experiment_name,
@@ -26,7 +31,7 @@ from llm_sweep.tracking.metric_queue import BackgroundMetricLogger, MetricValue
 from llm_sweep.tracking.parent import SweepParent
 from llm_sweep.tracking.redact import redact
 from llm_sweep.tracking.store import (connect, log_params, open_experiment, resolve_uri, set_tags,
-                                      with_retries)
+                                      runs_page, sqlite_path, with_retries)
 from llm_sweep.tracking.system_metrics import SystemMetrics
 from llm_sweep.training.checkpoint import list_checkpoints
 from llm_sweep.training.sinks import RunInfo, Sink
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 30.0  # the most finish() waits for queued metrics
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 HYDRA_FILES = ("config.yaml", "overrides.yaml")  # written by Hydra to <run_dir>/.hydra/
 
 
@@ -67,7 +73,7 @@ def start_mlflow_run(run: RunConfig, job: JobContext, run_dir: Path,
         return UntrackedRun(run, run_dir, reason)
     write_json(Path(run_dir) / MLFLOW_RUN_FILE,
                {"run_id": run_id, "tracking_uri": redact(uri), "config_hash": digest})
-    tracker = MlflowTracker(client, run_id, name, run, Path(run_dir), uri)
+    tracker = MlflowTracker(client, run_id, name, run, Path(run_dir), uri, experiment_id)
     log.info("MLflow: run %r (%s) in experiment %s at %s", name, run_id, experiment_id, redact(uri))
     # Identical values may be logged again, so a continued run needs no special case.
     tracker.attempt("params", lambda: log_params(client, run_id, {
@@ -115,10 +121,11 @@ class MlflowTracker(Sink):
     `finish()` records the outcome."""
 
     def __init__(self, client: MlflowClient, run_id: str, name: str, run: RunConfig,
-                 run_dir: Path, uri: str):
+                 run_dir: Path, uri: str, experiment_id: str = "0"):
         self.client = client
         self.run_id = run_id
         self.name = name
+        self.experiment_id = experiment_id
         self._run = run
         self._run_dir = run_dir
         self._uri = uri
@@ -129,6 +136,14 @@ class MlflowTracker(Sink):
 
     def sinks(self) -> list[Sink]:
         return [self]
+
+    def where(self) -> str:
+        """The command that serves this run's store, or the server's address, and the run's name."""
+        if sqlite_path(self._uri) is not None or self._uri.startswith("file:"):
+            served, server = f"mlflow ui --backend-store-uri {self._uri}, then open ", LOCAL_UI
+        else:
+            served, server = "open ", redact(self._uri)
+        return f"{served}{runs_page(server, self.experiment_id)} (run {self.name!r})"
 
     def start(self, info: RunInfo) -> None:
         """Tag where training runs, as the training setup resolved it, and start sampling
@@ -170,9 +185,9 @@ class MlflowTracker(Sink):
                                                              redact(error)[:MAX_TAG_CHARS]))
         for path, folder in _artifact_files(self._run, self._run_dir):
             name = f"{folder}/{path.name}" if folder else path.name
-            self.attempt(name, lambda: client.log_artifact(run_id, str(path), folder))
+            self.attempt(name, lambda: self._log_file(path, folder))
         if summary is not None:
-            self.attempt(SUMMARY_FILE, lambda: client.log_dict(run_id, summary, SUMMARY_FILE))
+            self.attempt(SUMMARY_FILE, lambda: self._log_summary(summary))
         self.attempt("loss_curve.png", self._log_loss_curve)
         if not self.attempt(f"status {status}", lambda: with_retries(
                 lambda: client.set_terminated(run_id, status))):
@@ -195,7 +210,34 @@ class MlflowTracker(Sink):
         with tempfile.TemporaryDirectory() as tmp:
             png = Path(tmp) / "loss_curve.png"
             if plot_loss_curve(metrics, self._run.batch.tokens_per_step, png, title=self.name):
-                self.client.log_artifact(self.run_id, str(png))
+                self._log_file(png)
+
+    def _log_file(self, path: Path, folder: Optional[str] = None) -> None:
+        with self._store_space(f"{folder}/{path.name}" if folder else path.name, path.stat().st_size):
+            self.client.log_artifact(self.run_id, str(path), folder)
+
+    def _log_summary(self, summary: dict[str, Any]) -> None:
+        with self._store_space(SUMMARY_FILE, len(json.dumps(summary, indent=2))):
+            self.client.log_dict(self.run_id, summary, SUMMARY_FILE)
+
+    @contextmanager
+    def _store_space(self, name: str, size: int) -> Iterator[None]:
+        """Log artifact `name` of `size` bytes: a full disk under a local artifact store is
+        DiskFull, one line naming where it was going (MLflow removes its own staging file).
+        Not logged, it is named in finish()'s warning: the run's outcome stands."""
+        try:
+            yield
+        except Exception as exc:
+            cause = no_space(exc)
+            folder = self._local_artifact_folder() if cause is not None else None
+            if folder is None:
+                raise
+            raise disk_full(folder / name, size, cause) from exc
+
+    def _local_artifact_folder(self) -> Optional[Path]:
+        """The run's artifact folder when the store keeps it on a local disk, else None."""
+        location = urlparse(self.client.get_run(self.run_id).info.artifact_uri)
+        return Path(url2pathname(location.path)) if location.scheme in ("", "file") else None
 
 
 class UntrackedRun(Sink):
@@ -209,6 +251,9 @@ class UntrackedRun(Sink):
 
     def sinks(self) -> list[Sink]:
         return [self]
+
+    def where(self) -> None:
+        return None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.metric_values += len(metrics)

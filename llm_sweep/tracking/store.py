@@ -25,6 +25,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from llm_sweep.core.run_record import FINAL_VAL_LOSS
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 SQLITE_PREFIX = "sqlite:///"
 PROBE_TIMEOUT_S = 5.0
@@ -41,6 +43,13 @@ HTTP_DEFAULTS = {
 T = TypeVar("T")
 
 MLFLOW_LOGGER = "mlflow"
+# MLflow 3's UI opens an experiment on its GenAI traces view unless its kind says it holds
+# model training runs; the note is the experiment's description in the UI.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": ("Training runs of llm_sweep. Sort by final/val_loss (the run's last "
+                            "validation loss); a sweep's parent run holds its jobs."),
+}
 
 
 class TrackingUnavailable(RuntimeError):
@@ -169,14 +178,23 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
         experiment = with_retries(lambda: client.get_experiment_by_name(name))
         if experiment is None:
             try:
-                return client, with_retries(lambda: client.create_experiment(name, artifacts))
+                return client, with_retries(lambda: client.create_experiment(name, artifacts, EXPERIMENT_TAGS))
             except MlflowException as exc:  # created meanwhile by a job on a server
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
                 experiment = client.get_experiment_by_name(name)
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
+        for key, value in EXPERIMENT_TAGS.items():  # an experiment created by another tool
+            if key not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return client, experiment.experiment_id
+
+
+def runs_page(server: str, experiment_id: str) -> str:
+    """The UI's address of an experiment's runs, best final validation loss first."""
+    return (f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?"
+            f"orderByKey={urllib.parse.quote(f'metrics.`{FINAL_VAL_LOSS}`', safe='')}&orderByAsc=true")
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:

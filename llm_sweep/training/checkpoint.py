@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from llm_sweep.core import console
+from llm_sweep.core.disk import writing
 from llm_sweep.core.errors import DataError
 from llm_sweep.core.run_record import CHECKPOINT_DIR
 from llm_sweep.models.build import build_model
@@ -24,19 +26,42 @@ COMPILE_PREFIX = "_orig_mod."  # torch.compile's wrapper prepends it to every ke
 
 
 def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any]) -> Path:
-    """Write `checkpoints/step_XXXXXXX.pt` atomically and keep the newest KEEP_LAST."""
+    """Write `checkpoints/step_XXXXXXX.pt` atomically and keep the newest KEEP_LAST.
+
+    The older ones are deleted only once the new one is in place. A full disk is DiskFull,
+    the temporary file removed, the older checkpoints untouched.
+    """
     folder = Path(run_dir) / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:07d}.pt"
     tmp = path.with_suffix(f".pt.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with writing(path, tensor_bytes(payload), undo=partial(tmp.unlink, missing_ok=True)):
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     for old in list_checkpoints(run_dir)[:-KEEP_LAST]:
         old.unlink(missing_ok=True)
     return path
+
+
+def tensor_bytes(payload: Any) -> int:
+    """The bytes torch.save writes for the tensors in `payload` (nested dicts, lists, tuples):
+    each storage once, as it saves them (tied weights share one). The checkpoint file's size
+    to within torch.save's small overhead, for a full disk's error message."""
+    storages: dict[int, int] = {}
+    pending = [payload]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return sum(storages.values())
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

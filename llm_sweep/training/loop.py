@@ -21,6 +21,7 @@ from llm_sweep.core.run_record import (ELAPSED_S, LR, METRICS_FILE, PEAK_MEM_GB,
                                        TOKENS, TOKENS_PER_PARAM, TOKENS_PER_S, TRAIN_LOSS, VAL_ACC,
                                        VAL_LOSS, VAL_PPL, write_json)
 from llm_sweep.core.world import World
+from llm_sweep.data.batches import eval_batch_count
 from llm_sweep.hardware import peak_memory_bytes
 from llm_sweep.training.distributed import agree_max, mean_over_world
 from llm_sweep.training.metrics import MetricsWindow
@@ -31,6 +32,9 @@ from llm_sweep.training.sinks import JsonlSink, Sink, announce, emit
 from llm_sweep.training.steps import evaluate, forward_backward, optimizer_step, parameters_finite
 from llm_sweep.training.stop import BUDGET, PREEMPTED, StopRequest, code_of
 from llm_sweep.training.summary import build_summary, final_metrics, format_summary
+
+# The first step compiles the model: inductor's cache makes later runs on the machine faster.
+COMPILING = "compiling the model (the first run on this machine can take 1-2 min; later runs reuse the cache)"
 
 
 def train(run: RunConfig, run_dir: Path, sinks: Sequence[Sink] = (),
@@ -51,15 +55,42 @@ def train(run: RunConfig, run_dir: Path, sinks: Sequence[Sink] = (),
     announce(sinks, parts.info())
     window = MetricsWindow(parts.tokens_per_step, parts.flops_per_token, parts.peak_flops,
                            mean=functools.partial(mean_over_world, world=parts.world))
+    with ProgressBar(enabled=main) as bar:  # closed on any error too: its line ends first
+        bar.write(parts.describe())
+        stopping = train_steps(parts, stop, sinks, window, bar, run_dir)
+    parts.batches.close()
+    if stopping == PREEMPTED and parts.saved_step != parts.spent.step:
+        save_if_finite(parts, window, run_dir)
+    stop.raise_if_interrupted(parts.spent.step)
+    if main:
+        console.show(f"evaluating on the validation split ({describe_eval(parts, run.eval.final_batches)})")
+    final = run_eval(parts, [], run.eval.final_batches)
+    if run.checkpoint.final:
+        parts.save(run_dir, final=True)
+    summary = build_summary(parts, final)
+    emit(sinks, final_metrics(summary, final), parts.spent.step)
+    if main:
+        write_json(run_dir / SUMMARY_FILE, summary)
+        console.show(format_summary(summary))
+    return summary
+
+
+def train_steps(parts: TrainingParts, stop: StopRequest, sinks: Sequence[Sink], window: MetricsWindow,
+                bar: ProgressBar, run_dir: Path) -> str:
+    """[lr from budget progress -> one optimizer step -> log / evaluate / checkpoint when
+    due] until a stop is requested; returns its reason."""
+    run, spent, first_step = parts.run, parts.spent, parts.spent.step
     logs, evals, saves = Every(run.tracking.log_interval), EvalSchedule(run.eval), CheckpointSchedule(run.checkpoint)
-    bar, spent, first_step = ProgressBar(enabled=main), parts.spent, parts.spent.step
-    bar.write(parts.describe())
     stopping, step_s = settle(parts, stop, 0.0)
     while stopping is None:
         lr = parts.set_lr(parts.budget.progress_after_step(spent, parts.tokens_per_step, step_s))
         compiling = parts.compiled and spent.step == first_step
+        if compiling:
+            bar.write(COMPILING)
         loss, seconds, extras = timed_step(parts, sync=compiling or logs.due(spent.step + 1))
         spent.add_step(parts.tokens_per_step, seconds, compiling)
+        if compiling:
+            bar.write(f"compiled in {seconds:.1f} s; training")
         window.add(loss, seconds, timed=not compiling)
         stopping, step_s = settle(parts, stop, step_s if compiling else seconds)
         bar.update(parts.budget.progress(spent))
@@ -69,20 +100,14 @@ def train(run: RunConfig, run_dir: Path, sinks: Sequence[Sink] = (),
             bar.write(f"step {spent.step}: " + format_eval(run_eval(parts, sinks, run.eval.batches)))
         if saves.due(spent.step):
             save_if_finite(parts, window, run_dir)
-    bar.close()
-    parts.batches.close()
-    if stopping == PREEMPTED and parts.saved_step != spent.step:
-        save_if_finite(parts, window, run_dir)
-    stop.raise_if_interrupted(spent.step)
-    final = run_eval(parts, [], run.eval.final_batches)
-    if run.checkpoint.final:
-        parts.save(run_dir, final=True)
-    summary = build_summary(parts, final)
-    emit(sinks, final_metrics(summary, final), spent.step)
-    if main:
-        write_json(run_dir / SUMMARY_FILE, summary)
-        console.show(format_summary(summary))
-    return summary
+    return stopping
+
+
+def describe_eval(parts: TrainingParts, max_batches: Optional[int]) -> str:
+    """The final evaluation's size: it can take as long as a short run trains."""
+    batch = parts.run.batch
+    windows = eval_batch_count(parts.splits.val, batch.micro_batch_size, batch.seq_len, max_batches)
+    return f"{windows:,} batches of {batch.micro_batch_size} x {batch.seq_len} tokens"
 
 
 def settle(parts: TrainingParts, stop: StopRequest, step_s: float) -> tuple[Optional[str], float]:

@@ -24,3 +24,9 @@ class ProgressBar:
 
     def close(self) -> None:
         self._bar.close()
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

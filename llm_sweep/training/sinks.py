@@ -7,9 +7,13 @@ pruning reporter and `metrics.jsonl` are sinks.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Optional
+
+from llm_sweep.core.disk import writing
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,24 @@ class Sink:
 
 
 class JsonlSink(Sink):
-    """Appends every metric record to a JSON-lines file (the run's metrics.jsonl)."""
+    """Appends every metric record to a JSON-lines file (the run's metrics.jsonl). On a full
+    disk the half-written line is cut off again (DiskFull): the file keeps whole records."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        line = json.dumps({"step": step, **metrics}) + "\n"
+        size = self.path.stat().st_size if self.path.exists() else 0
+        with writing(self.path, len(line.encode()), undo=partial(_cut, self.path, size)):
+            with open(self.path, "a") as f:
+                f.write(line)
+
+
+def _cut(path: Path, size: int) -> None:
+    """Shorten `path` back to `size` bytes, if it exists."""
+    if path.exists():
+        os.truncate(path, size)
 
 
 def announce(sinks: Iterable[Any], info: RunInfo) -> None:
