@@ -54,8 +54,12 @@ def test_exported_model_gives_our_logits(tmp_path, arch, hf_class, weight_tying)
 
 # Twice the base width at a fixed head count (head size 16 against 8: attention scale
 # sqrt(8)/16), and under completep twice the base depth (residual branches x 1/2).
+# "tuned": mup with base constants of its own (logits x 4, attention logits x 2 at the base),
+# "sp-constants": the same constants on a standard model.
 MULTIPLIED = {"mup": dict(parametrization="mup", base_width=32),
-              "completep": dict(parametrization="completep", base_width=32, base_depth=1)}
+              "completep": dict(parametrization="completep", base_width=32, base_depth=1),
+              "tuned": dict(parametrization="mup", base_width=32, output_mult=4.0, attn_mult=2.0, init_std=0.05),
+              "sp-constants": dict(output_mult=4.0, attn_mult=2.0)}
 
 
 @pytest.mark.slow
@@ -72,7 +76,7 @@ def test_an_export_folds_the_multipliers_into_the_weights(tmp_path, arch, weight
     assert_same_logits(model, tmp_path)
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
     # The multipliers matter: the same weights without them give other logits.
-    standard = build_model(dataclasses.replace(model.config, parametrization="sp"))
+    standard = build_model(dataclasses.replace(model.config, parametrization="sp", output_mult=1.0, attn_mult=1.0))
     standard.load_state_dict(model.state_dict())
     idx = torch.randint(0, VOCAB, (2, 32))
     with torch.no_grad():

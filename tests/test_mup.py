@@ -3,6 +3,7 @@ by their papers' rules, and both equal to sp at the base shape."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import pytest
@@ -17,6 +18,8 @@ from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.core.optim_config import OptimConfig
 from llm_sweep.models.build import build_model
 from llm_sweep.models.layers import linear_cross_entropy
+from llm_sweep.models.parametrization import attention_scale
+from llm_sweep.optim.adamw import build_adamw
 from llm_sweep.optim.build import build_optimizer
 from llm_sweep.optim.schedules import set_lr
 from llm_sweep.optim.sophia import sample_next_tokens
@@ -87,6 +90,32 @@ def test_at_the_base_shape_mup_and_completep_are_sp_bit_for_bit(arch, tying, chu
     expected = first_losses(sp, chunks, optim, steps=3)
     assert first_losses(mup, chunks, optim, steps=3) == expected
     assert first_losses(completep, chunks, optim, steps=3) == expected
+
+
+def test_each_base_constant_does_what_its_key_says():
+    """model.output_mult, model.attn_mult, model.init_std and optim.embed_lr_mult, on a
+    standard model: logits times output_mult, the attention scale times attn_mult, every
+    weight drawn at init_std, the embeddings' lr times embed_lr_mult."""
+    base = small("llama", True, n_head=2)
+    torch.manual_seed(0)
+    plain = build_model(base)
+    doubled = build_model(dataclasses.replace(base, output_mult=2.0))
+    doubled.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        assert torch.equal(doubled(idx), 2.0 * plain(idx))
+    assert attention_scale(base) is None
+    assert attention_scale(dataclasses.replace(base, attn_mult=0.5)) == pytest.approx(0.5 / math.sqrt(32))
+    torch.manual_seed(0)
+    wider_init = build_model(dataclasses.replace(base, init_std=0.05))
+    assert wider_init.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.05, rel=0.05)
+    assert wider_init.tok_emb.weight.std().item() == pytest.approx(0.05, rel=0.05)
+    optimizer = build_adamw(plain, OptimConfig(lr=1e-3, embed_lr_mult=4.0), "cpu")
+    by_param = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    assert by_param[id(plain.tok_emb.weight)]["lr"] == pytest.approx(4e-3)
+    assert by_param[id(plain.blocks[0].attn.qkv.weight)]["lr"] == pytest.approx(1e-3)
+    assert by_param[id(plain.norm.weight)]["lr"] == pytest.approx(1e-3)
+    assert len(build_adamw(plain, OptimConfig(lr=1e-3), "cpu").param_groups) == 2  # sp's own two
 
 
 def wide() -> ModelConfig:

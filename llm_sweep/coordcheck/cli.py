@@ -7,12 +7,15 @@
 
 For each parametrization and each width of coordcheck.widths (or depth of coordcheck.depths):
 a fresh model of that shape, coordcheck.steps AdamW/SophiaG steps at the constant lr
-optim.lr on coordcheck.batch_size x coordcheck.seq_len tokens of the training data (UTF-8
-bytes by default), recording the RMS of each layer kind's output at every step. The base
+optim.lr (1e-2 here: updates must dominate the initial weights) on coordcheck.batch_size x
+coordcheck.seq_len tokens of the training data (UTF-8 bytes by default), recording the RMS
+of each layer kind's output on a fixed probe batch, and of its change since step 0, at every
+step. The base
 shape is model.base_width / model.base_depth where set, else the narrowest width and the
 shallowest depth. Writes coordcheck.json and coordcheck.png to the run's output directory
-and ends with one line per parametrization: whether no activation grew more than 2x from
-the smallest shape to the largest (llm_sweep.coordcheck.verdict).
+and ends with one line per parametrization: whether every layer kind's update (its output's
+change since step 0) stayed within 2x, either way, and no output grew more than 2x, from the
+smallest shape to the largest (llm_sweep.coordcheck.verdict).
 """
 from __future__ import annotations
 

@@ -74,6 +74,14 @@ class ModelConfig:
     # sp ignores both, and mup ignores base_depth, so one sweep can compare parametrizations.
     base_width: Optional[int] = field(default=None, metadata=rule(ge=1))
     base_depth: Optional[int] = field(default=None, metadata=rule(ge=1))
+    # The constants the parametrization carries from the base shape to every other, tuned at
+    # the base (the defaults are sp's, so they change nothing unless set): the logits'
+    # multiplier (muP's output multiplier; mup/completep divide it by n_embd / base_width),
+    # the attention logits' multiplier (on q.k / sqrt(d) at the base head size), and the
+    # init std of every weight (hidden matrices by fan-in under mup/completep).
+    output_mult: float = field(default=1.0, metadata=rule(gt=0))
+    attn_mult: float = field(default=1.0, metadata=rule(gt=0))
+    init_std: float = field(default=0.02, metadata=rule(gt=0))
 
     cross_field_rules = (_heads_divide_width, _head_size, _base_shape_given)  # not a field: no annotation
 

@@ -19,6 +19,9 @@ class OptimConfig:
     beta2: float = field(default=0.95, metadata=rule(ge=0, lt=1))
     eps: float = field(default=1e-8, metadata=rule(gt=0))
     grad_clip: float = field(default=1.0, metadata=rule(ge=0))  # 0 disables clipping
+    # The embeddings' lr (and a tied readout's) over optim.lr, the hidden matrices' lr at the
+    # base shape: a base constant muP transfers unchanged to every width
+    embed_lr_mult: float = field(default=1.0, metadata=rule(gt=0))
     # SophiaG only
     rho: float = field(default=0.05, metadata=rule(ge=0))
     hessian_interval: int = field(default=10, metadata=rule(ge=1))

@@ -39,7 +39,6 @@ from torch import Tensor, nn
 
 from llm_sweep.core.model_config import ModelConfig
 
-INIT_STD = 0.02  # GPT-2's init std, sigma_base of every parametrization here
 DEPTH_ALPHA = 1.0  # [CP]: residual branches scaled by m_L^-alpha; alpha = 1 is CompleteP
 
 
@@ -69,9 +68,10 @@ def fan_in_mult(config: ModelConfig, fan_in: int) -> float:
 
 
 def logit_multiplier(config: ModelConfig) -> float:
-    """The readout's 1/m_N ([TP5] Table 8 output multiplier 1/fan_in, anchored at the base
-    width as [mup]'s MuReadout is; [CP] Table 1 "Unembed Fwd.")."""
-    return 1.0 / width_mult(config)
+    """The readout's output_mult / m_N ([TP5] Table 8 output multiplier 1/fan_in, anchored at
+    the base width as [mup]'s MuReadout is, times its output_mult; [CP] Table 1 "Unembed
+    Fwd.")."""
+    return config.output_mult / width_mult(config)
 
 
 def residual_multiplier(config: ModelConfig) -> float:
@@ -86,14 +86,15 @@ def attention_scale(config: ModelConfig) -> Optional[float]:
     at the base as sqrt(d_base) / d, which is 1/sqrt(d) at d == d_base (as [mup]'s README
     writes 8/d, equal to 1/sqrt(64) at d = 64). The head size grows with width only when
     n_head is fixed; with n_head null the heads multiply at head_dim, d stays d_base and the
-    scale stays SDPA's."""
+    scale stays SDPA's. attn_mult multiplies it under every parametrization."""
+    head_size = config.n_embd / config.heads
     if config.parametrization == "sp" or config.n_head is None:
+        base_head_size = head_size
+    else:
+        base_head_size = config.base_width / config.n_head
+    if head_size == base_head_size and config.attn_mult == 1.0:
         return None
-    head_size = config.n_embd / config.n_head
-    base_head_size = config.base_width / config.n_head
-    if head_size == base_head_size:
-        return None
-    return math.sqrt(base_head_size) / head_size
+    return config.attn_mult * math.sqrt(base_head_size) / head_size
 
 
 def init_std(config: ModelConfig, weight: nn.Parameter, is_hidden: bool) -> float:
@@ -102,8 +103,8 @@ def init_std(config: ModelConfig, weight: nn.Parameter, is_hidden: bool) -> floa
     1 "Hidden Init. Var."); embeddings and the readout keep sigma_base ([TP5] Table 8 and [CP]
     Table 1: the 1/m_N of the logits is a multiplier, not an init)."""
     if not is_hidden:
-        return INIT_STD
-    return INIT_STD / math.sqrt(fan_in_mult(config, weight.size(1)))
+        return config.init_std
+    return config.init_std / math.sqrt(fan_in_mult(config, weight.size(1)))
 
 
 def residual_init_std(config: ModelConfig, weight: nn.Parameter) -> float:
@@ -112,7 +113,7 @@ def residual_init_std(config: ModelConfig, weight: nn.Parameter) -> float:
     not depend on n_layer ([CP] Table 1), the branch multiplier handles depth, and at the
     base shape it is sp's."""
     layers = config.base_depth if config.parametrization == "completep" else config.n_layer
-    return INIT_STD / math.sqrt(2 * layers * fan_in_mult(config, weight.size(1)))
+    return config.init_std / math.sqrt(2 * layers * fan_in_mult(config, weight.size(1)))
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, tokens_per_step: int,
         # The parametrization's lr and weight-decay factors hold as for Adam: Sophia's clipped
         # step is at most lr per coordinate, and its decay is coupled to lr as AdamW's is.
         # rho and the Hessian floor are not scaled: no published rule (see the coord check).
-        optimizer = SophiaG(weight_decay_groups(model, cfg.weight_decay, lr=cfg.lr), lr=cfg.lr,
-                            betas=(cfg.beta1, cfg.beta2), rho=cfg.rho,
+        groups = weight_decay_groups(model, cfg.weight_decay, lr=cfg.lr, embed_lr_mult=cfg.embed_lr_mult)
+        optimizer = SophiaG(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), rho=cfg.rho,
                             weight_decay=cfg.weight_decay)
         return optimizer, SophiaHessianHook(optimizer, tokens_per_step, cfg.hessian_interval, seed)
     raise ConfigError(f"optim.name={cfg.name!r} is not one of {', '.join(OPTIMIZERS)}")
