@@ -107,7 +107,10 @@ def _train_until_interrupted(args: list[str], cwd: Path) -> subprocess.Completed
     """Start a run, Ctrl-C it once it is training (its progress bar shows a loss), wait."""
     err = cwd / "stderr.txt"
     with open(cwd / "stdout.txt", "w") as out, open(err, "w") as errors:
-        proc = subprocess.Popen([sys.executable, "-m", "llm_sweep", *args], cwd=cwd, stdout=out, stderr=errors)
+        # A terminal's SIGINT: the test process may ignore it (an xdist worker), and an ignored
+        # signal stays ignored in a child, where Python would then install no Ctrl-C handler.
+        proc = subprocess.Popen([sys.executable, "-m", "llm_sweep", *args], cwd=cwd, stdout=out, stderr=errors,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 240
         while "loss " not in err.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
