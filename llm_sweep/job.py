@@ -172,9 +172,9 @@ def typed_command(folder: Optional[str] = None) -> str:
     return " ".join([launcher_prefix(), *map(shlex.quote, typed), *([shlex.quote(folder)] if folder else [])])
 
 
-def launcher_prefix(environ: Optional[dict] = None) -> str:
+def launcher_prefix() -> str:
     """`python -m llm_sweep`, or the torchrun line that started this process's group."""
-    environ = dict(os.environ) if environ is None else environ
+    environ = os.environ
     if "TORCHELASTIC_RUN_ID" not in environ:
         return "python -m llm_sweep"
     per_node = int(environ.get("LOCAL_WORLD_SIZE", "1"))

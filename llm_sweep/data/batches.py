@@ -112,19 +112,20 @@ def iter_eval_batches(shard: TokenShard, micro_batch_size: int, seq_len: int,
             for group in groups[:max_batches][rank::world_size])
 
 
-def eval_batch_count(shard: TokenShard, micro_batch_size: int, seq_len: int,
+def eval_batch_count(tokens: int, micro_batch_size: int, seq_len: int,
                      max_batches: int | None = None) -> int:
-    """How many batches `iter_eval_batches` yields over all processes together."""
-    return len(_eval_groups(shard, micro_batch_size, seq_len)[:max_batches])
+    """How many batches `iter_eval_batches` yields, over all processes together, on a split
+    of `tokens` tokens: its full batches of windows, or the one partial batch of a short split."""
+    count = ((tokens - 1) // seq_len) // micro_batch_size or 1
+    return count if max_batches is None else min(count, max_batches)
 
 
 def _eval_groups(shard: TokenShard, micro_batch_size: int, seq_len: int) -> list[np.ndarray]:
     """The start offsets of each evaluation batch's windows."""
     _require_windows(shard, seq_len)
-    n_windows = (len(shard) - 1) // seq_len
-    starts = np.arange(n_windows) * seq_len
-    return [starts[i:i + micro_batch_size]
-            for i in range(0, n_windows - micro_batch_size + 1, micro_batch_size)] or [starts]
+    starts = np.arange((len(shard) - 1) // seq_len) * seq_len
+    count = eval_batch_count(len(shard), micro_batch_size, seq_len)
+    return [starts[i * micro_batch_size:(i + 1) * micro_batch_size] for i in range(count)]
 
 
 def _require_windows(shard: TokenShard, seq_len: int) -> None:

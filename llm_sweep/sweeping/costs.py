@@ -20,6 +20,7 @@ from llm_sweep.core.budget import Budget
 from llm_sweep.core.config import RunConfig
 from llm_sweep.core.model_config import parametrization_label
 from llm_sweep.core.size import flops_per_token, param_count
+from llm_sweep.data.batches import eval_batch_count
 from llm_sweep.plan.presets import DEFAULT_MFU, DEFAULT_PEAK_FLOPS
 from llm_sweep.training.metrics import tokens_per_s_at_mfu
 
@@ -117,4 +118,4 @@ def eval_tokens(run: RunConfig, steps: float, val_tokens: Optional[int]) -> Opti
         return periodic + run.eval.final_batches * window
     if val_tokens is None:
         return None
-    return periodic + max(val_tokens // window, 1) * window
+    return periodic + eval_batch_count(val_tokens, run.batch.micro_batch_size, run.batch.seq_len) * window

@@ -106,7 +106,7 @@ def train_steps(parts: TrainingParts, stop: StopRequest, sinks: Sequence[Sink], 
 def describe_eval(parts: TrainingParts, max_batches: Optional[int]) -> str:
     """The final evaluation's size: it can take as long as a short run trains."""
     batch = parts.run.batch
-    windows = eval_batch_count(parts.splits.val, batch.micro_batch_size, batch.seq_len, max_batches)
+    windows = eval_batch_count(len(parts.splits.val), batch.micro_batch_size, batch.seq_len, max_batches)
     return f"{windows:,} batches of {batch.micro_batch_size} x {batch.seq_len} tokens"
 
 
