@@ -62,6 +62,19 @@ def configure_backends(device: torch.device) -> None:
         torch.set_float32_matmul_precision("high")
 
 
+def share_gpu_memory(device: torch.device, trials_per_gpu: int) -> float | None:
+    """With `distributed.trials_per_gpu` = k > 1 trials on one GPU, cap this process's caching
+    allocator at 1/k of the GPU's memory (an allocation beyond it is an out-of-memory error
+    in this trial instead of in a neighbour). The fraction set; None, doing nothing, on a CPU
+    or for a GPU of its own."""
+    if device.type != "cuda" or trials_per_gpu <= 1:
+        return None
+    fraction = 1.0 / trials_per_gpu
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
+    return fraction
+
+
 def resolve_dtype(device: torch.device, dtype: str) -> str:
     """`auto` is the faster of the two on this machine: bf16 on CUDA; on a CPU, bf16 where
     its measured matmul peak beats fp32's (AMX, AVX512-BF16), fp32 where bf16 is emulated."""

@@ -91,7 +91,8 @@ def _train_job(cfg: DictConfig, record: JobRecord) -> float:
 
     record.digest = config_hash(run)
     check_inputs(run.data)  # a missing file or an unreachable hub: before MLflow holds a run
-    claim_gpus_for_trial(run.distributed.gpus_per_trial, run.distributed.timeout_s)  # before CUDA starts
+    claim_gpus_for_trial(run.distributed.gpus_per_trial, run.distributed.timeout_s,  # before CUDA starts
+                         run.distributed.trials_per_gpu)
     world = join_world(run.distributed.timeout_s)  # the run's one process group, passed down
     try:
         return _train_in_world(run, record, world)

@@ -2,7 +2,7 @@
 
 hydra-submitit-launcher's `launch()` submits a batch and blocks until all of it ends. The
 asynchronous sweeper needs a handle per job instead, so this builds the executor exactly
-as `BaseSubmititLauncher.launch()` does and submits the launcher itself as the callable,
+as `BaseSubmititLauncher.launch()` does (llm_sweep.sweeping.submitit_executor) and submits the launcher itself as the callable,
 with the arguments `launch()` gives it. The job therefore runs the launcher's `__call__`
 (the sweep config composed in the job, Hydra's `run_job`) and, on Slurm's pre-timeout or
 preemption signal, its `checkpoint()`, which resubmits the same overrides and job number:
@@ -11,19 +11,17 @@ a requeued trial resumes in its own job directory and reports to the same Optuna
 from __future__ import annotations
 
 import logging
-import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
-import submitit
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.plugins.launcher import Launcher
 from hydra.utils import get_class
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from llm_sweep.sweeping.submitit_executor import executor_for
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +34,17 @@ class JobEndedWithoutResult(RuntimeError):
 
 def submitit_jobs(launcher: Launcher, config: DictConfig) -> Optional[SubmititJobs]:
     """Job handles for a submitit launcher; None for a launcher that cannot give them."""
-    if not isinstance(launcher, BaseSubmititLauncher):
+    if not isinstance(launcher, BaseSubmititLauncher) or getattr(launcher, "PACKS_TRIALS", False):
         return None
     return SubmititJobs(launcher, config)
 
 
 def can_run_asynchronously(launcher_target: str) -> bool:
-    """Whether the launcher that `hydra.launcher._target_` names gives job handles."""
+    """Whether the launcher that `hydra.launcher._target_` names gives a job handle per trial
+    (not one that packs several trials into a job)."""
     try:
-        return issubclass(get_class(launcher_target), BaseSubmititLauncher)
+        launcher = get_class(launcher_target)
+        return issubclass(launcher, BaseSubmititLauncher) and not getattr(launcher, "PACKS_TRIALS", False)
     except Exception:  # an unknown launcher: it runs in batches
         return False
 
@@ -55,21 +55,7 @@ class SubmititJobs:
     def __init__(self, launcher: Any, config: DictConfig) -> None:
         self.launcher = launcher
         self.kind: str = launcher._EXECUTOR
-        # As in BaseSubmititLauncher.launch(): executor-specific init keys get the executor's prefix.
-        params: Dict[str, Any] = launcher.params
-        init_keys = {"max_num_timeout"}
-        init_params = {"folder": params["submitit_folder"],
-                       **{f"{self.kind}_{k}": v for k, v in params.items() if k in init_keys}}
-        self.executor = submitit.AutoExecutor(cluster=self.kind, **init_params)
-        shared = set(OmegaConf.structured(BaseQueueConf).keys())
-        self.executor.update_parameters(**{
-            k if k in shared else f"{self.kind}_{k}": v
-            for k, v in params.items() if k not in init_keys | {"submitit_folder"}})
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        if "mode" in config.hydra.sweep:
-            os.chmod(sweep_dir, mode=int(str(config.hydra.sweep.mode), 8))
-        log.info("Submitit '%s' sweep output dir : %s", self.kind, sweep_dir)
+        self.executor = executor_for(launcher, config)
 
     def submit(self, overrides: Sequence[str], job_num: int) -> Any:
         """Start one job; returns its submitit handle."""

@@ -8,6 +8,9 @@ The same config groups as training. For each of bench.modes (eager|compile x fp3
 a fresh model and optimizer, bench.warmup_steps untimed steps (compilation happens here),
 then bench.steps timed steps. Prints one table and writes bench.json and bench.md to the
 run's output directory. No dataset and no tracking.
+
+Started by `python -m llm_sweep.bench.packing` (LLM_SWEEP_BENCH_BARRIER set), it times each
+mode together with the other trials packed on the device: see llm_sweep/bench/packing_barrier.py.
 """
 from __future__ import annotations
 

@@ -43,6 +43,10 @@ def run_summary(run: RunConfig, device: torch.device, load_avg: tuple[float, flo
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "load_avg_1m": list(load_avg),  # before and after: the machine may be shared
         "memory": "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS of the process",
+        # what packing several trials on one GPU divides (llm_sweep.sweeping.packing)
+        "device_memory_bytes": (torch.cuda.get_device_properties(device).total_memory
+                                if device.type == "cuda" else None),
+        "loss_chunks": run.loss_chunks,
         "model": {**asdict(run.model), "params": param_count(run.model),
                   "non_embedding_params": param_count(run.model, non_embedding=True)},
         "batch": {**asdict(run.batch), "tokens_per_step": run.batch.tokens_per_step},

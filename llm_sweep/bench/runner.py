@@ -21,6 +21,7 @@ import torch
 
 from llm_sweep.bench.metrics import BenchRecord, PhaseTimes
 from llm_sweep.bench.modes import BenchMode, parse_modes
+from llm_sweep.bench.packing_barrier import StartBarrier, TimedWindows, threads_per_trial
 from llm_sweep.bench.results import BenchResult, run_summary
 from llm_sweep.core.config import RunConfig
 from llm_sweep.core.size import flops_per_token
@@ -28,7 +29,7 @@ from llm_sweep.core.world import World
 from llm_sweep.data.batches import BatchSampler, StepPrefetcher
 from llm_sweep.data.shards import TokenShard
 from llm_sweep.hardware import (autocast_for, configure_backends, peak_flops, peak_memory_bytes,
-                                reset_peak_memory, resolve_device)
+                                reset_peak_memory, resolve_device, share_gpu_memory)
 from llm_sweep.models.build import build_model
 from llm_sweep.optim.build import build_optimizer
 from llm_sweep.training.distributed import rank_device, step_and_eval_models
@@ -65,9 +66,13 @@ def sampling_tokens_per_s(sampler: BatchSampler, seconds: float = SAMPLING_SECON
 
 
 def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: TokenShard,
-                 peak: Optional[float], world: World = World()) -> BenchRecord:
+                 peak: Optional[float], world: World = World(),
+                 windows: Optional[TimedWindows] = None) -> BenchRecord:
     """Warm up, then time `run.bench.steps` optimizer steps of a fresh model in `mode`
-    (DDP-wrapped, each process running its share of the micro-batches, under torchrun)."""
+    (DDP-wrapped, each process running its share of the micro-batches, under torchrun);
+    `windows` records when the timed steps ran and holds them back, with a barrier, until
+    the other packed trials have warmed up too."""
+    windows = TimedWindows() if windows is None else windows
     reset_peak_memory(device)
     torch.manual_seed(run.seed)
     batch, warmup_steps = run.batch, run.bench.warmup_steps
@@ -102,7 +107,9 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
     for index in range(warmup_steps):
         timed_step(index)
     warmup_s = synced_clock(device) - start
-    timed = sum((timed_step(warmup_steps + i) for i in range(run.bench.steps)), PhaseTimes())
+    windows.open(mode.name)
+    timed = sum((windows.tick(timed_step(warmup_steps + i)) for i in range(run.bench.steps)), PhaseTimes())
+    windows.close()
     prefetcher.close()
     record = BenchRecord.from_times(
         mode.name, timed, run.bench.steps, batch.tokens_per_step, warmup_s, warmup_steps,
@@ -114,10 +121,18 @@ def measure_mode(mode: BenchMode, run: RunConfig, device: torch.device, shard: T
 
 def run_bench(run: RunConfig, world: World = World()) -> BenchResult:
     """Every mode of run.bench.modes in turn, and the batch sampler's rate; under torchrun
-    over the process group the entry point joined (`world`)."""
+    over the process group the entry point joined (`world`). With distributed.trials_per_gpu
+    = k > 1 (k trials packed on one device) this process takes 1/k of the CPU threads and,
+    on CUDA, of the GPU's memory; started by `python -m llm_sweep.bench.packing` it times
+    each mode together with the other trials (packing_barrier)."""
     modes = parse_modes(run.bench.modes)
     device = rank_device(world, resolve_device(run.device))
     configure_backends(device)
+    trials = run.distributed.trials_per_gpu
+    memory_fraction = share_gpu_memory(device, trials)
+    if trials > 1:
+        torch.set_num_threads(threads_per_trial(trials))
+    windows = TimedWindows(StartBarrier.from_env())
     # The benchmark probes the CPU again: the cache keeps the best peak ever measured.
     peaks = {dtype: peak_flops(device, dtype, run.peak_flops, remeasure=True)
              for dtype in {m.dtype for m in modes}}
@@ -130,6 +145,8 @@ def run_bench(run: RunConfig, world: World = World()) -> BenchResult:
         records = []
         for mode in modes:
             log.info("bench: %s ...", mode.name)
-            records.append(measure_mode(mode, run, device, shard, peaks[mode.dtype], world))
-    return BenchResult(summary=run_summary(run, device, (load_before, os.getloadavg()[0]), world),
-                       data_tokens_per_s=data_rate, records=records)
+            records.append(measure_mode(mode, run, device, shard, peaks[mode.dtype], world, windows))
+    summary = run_summary(run, device, (load_before, os.getloadavg()[0]), world)
+    summary.update(threads=torch.get_num_threads(), trials_per_gpu=trials,
+                   gpu_memory_fraction=memory_fraction, timed_windows=windows.records)
+    return BenchResult(summary=summary, data_tokens_per_s=data_rate, records=records)

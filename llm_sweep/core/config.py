@@ -121,6 +121,9 @@ class DistributedConfig:
     # local_parallel on a multi-GPU machine: the GPUs each concurrently running trial gets
     # (one per task when hydra.launcher.tasks_per_node > 1).
     gpus_per_trial: int = field(default=1, metadata=rule(ge=1))
+    # Trials that share one GPU (local_parallel, slurm_packed): each gets 1/N of its memory
+    # and of the job's CPU threads (llm_sweep.sweeping.packing). 1: a GPU per trial.
+    trials_per_gpu: int = field(default=1, metadata=rule(ge=1, le=64))
     # DDP's gradient bucket size: each bucket's all-reduce overlaps the rest of the backward
     # (in a compiled step, dynamo splits the graph at these boundaries). At least DDP's first
     # bucket, 1 MB.
@@ -134,6 +137,14 @@ class DistributedConfig:
 def _seq_len_fits(run: "RunConfig", p: str) -> Optional[str]:
     if run.batch.seq_len > run.model.max_seq_len:
         return f"{p}batch.seq_len={run.batch.seq_len} exceeds {p}model.max_seq_len={run.model.max_seq_len}"
+    return None
+
+
+def _packs_one_gpu_trials(run: "RunConfig", p: str) -> Optional[str]:
+    d = run.distributed
+    if d.trials_per_gpu > 1 and d.gpus_per_trial > 1:
+        return (f"{p}distributed.trials_per_gpu={d.trials_per_gpu} packs one-GPU trials, but "
+                f"{p}distributed.gpus_per_trial={d.gpus_per_trial}; set one of them to 1")
     return None
 
 
@@ -179,7 +190,7 @@ class RunConfig:
     # chunks of rows (never holding the logits whole), None = what is fastest on the device.
     loss_chunks: Optional[int] = field(default=None, metadata=rule(ge=0))
 
-    cross_field_rules = (_seq_len_fits, _vocab_holds_tokens)  # not a field: no annotation
+    cross_field_rules = (_seq_len_fits, _vocab_holds_tokens, _packs_one_gpu_trials)  # not a field: no annotation
 
 
 def gpu_count() -> int:

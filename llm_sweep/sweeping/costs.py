@@ -76,6 +76,7 @@ class JobCost:
     parametrization: str = "sp"  # model.parametrization with its base shape (core.model_config)
     overhead_s: float = 0.0  # evaluations, start-up and compile
     eval_priced: bool = True  # False: the final evaluation's size is unknown (VAL_SPLIT_UNKNOWN)
+    share: float = 1.0  # of each device: 1/distributed.trials_per_gpu where trials share GPUs
 
     @property
     def tokens_per_param(self) -> float:
@@ -87,12 +88,13 @@ class JobCost:
 
     @property
     def gpu_hours(self) -> float:
-        """Device-hours held: training, evaluations, start-up and compile."""
-        return self.wall_s * self.devices / 3600
+        """Device-hours held: training, evaluations, start-up and compile (its share of the
+        devices when trials share them, as if each kept its one-trial rate)."""
+        return self.wall_s * self.devices * self.share / 3600
 
 
 def job_cost(run: RunConfig, rate: Throughput, devices: int = 1, val_tokens: Optional[int] = None,
-             compiles: bool = False) -> JobCost:
+             compiles: bool = False, share: float = 1.0) -> JobCost:
     """The job's cost: its binding budget (the first to run out) in tokens, at `rate`, and
     its evaluations (the final one over `val_tokens` when it reads the whole split)."""
     per_token = flops_per_token(run.model, run.batch.seq_len)
@@ -105,7 +107,7 @@ def job_cost(run: RunConfig, rate: Throughput, devices: int = 1, val_tokens: Opt
     overhead = START_UP_S + (rate.compile_s if compiles else 0.0)
     overhead += (evaluated or 0) / (EVAL_SPEEDUP * tokens_per_s)
     return JobCost(param_count(run.model), tokens, tokens * per_token, tokens / tokens_per_s, devices, binding,
-                   parametrization_label(run.model), overhead, evaluated is not None)
+                   parametrization_label(run.model), overhead, evaluated is not None, share)
 
 
 def eval_tokens(run: RunConfig, steps: float, val_tokens: Optional[int]) -> Optional[int]:

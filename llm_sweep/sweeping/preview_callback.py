@@ -4,7 +4,9 @@
 named sweep, or an Optuna study's trials left and its search space), each job's compute
 (FLOPs, tokens, tokens/param) and expected time, the total in GPU-hours and what the
 launcher would submit, then exits 0 without launching anything. `sweep.max_gpu_hours=N`
-refuses, in one line with exit code 2, a sweep expected to need more, dry run or not.
+refuses, in one line with exit code 2, a sweep expected to need more, dry run or not; and
+a sweep that packs trials on GPUs (`distributed.trials_per_gpu`) is refused the same way when
+its costliest trial would not fit in its share of a GPU's memory (llm_sweep.sweeping.packing).
 
 Both run in `on_multirun_start`, which Hydra calls before the sweeper launches anything;
 this callback comes first in conf/config.yaml, so a refused or dry sweep does not even
@@ -42,7 +44,8 @@ class SweepPreviewCallback(Callback):
 
 def preview_or_refuse(config: DictConfig, multirun: bool) -> None:
     settings = sweep_settings(config)
-    if settings is None or not (settings.dry_run or settings.max_gpu_hours is not None):
+    packed = multirun and (OmegaConf.select(config, "distributed.trials_per_gpu", default=1) or 1) > 1
+    if settings is None or not (settings.dry_run or settings.max_gpu_hours is not None or packed):
         return
     # only in a multirun: every run loads this callback
     from llm_sweep.sweeping.preview import preview_sweep
@@ -57,6 +60,7 @@ def preview_or_refuse(config: DictConfig, multirun: bool) -> None:
     if settings.dry_run:
         console.show(format_preview(preview, config))
     refuse_if_too_large(preview, settings.max_gpu_hours)
+    refuse_if_packing_overflows(preview)
     if settings.dry_run:
         raise SystemExit(0)
 
@@ -71,6 +75,18 @@ def sweep_settings(config: DictConfig) -> Optional[SweepConfig]:
     except LlmSweepError as error:
         exit_with_error(error)
     return settings
+
+
+def refuse_if_packing_overflows(preview: SweepPreview) -> None:
+    """Trials packed on a GPU (distributed.trials_per_gpu) that cannot each have their share
+    of its memory: one line, dry run or not, before anything launches."""
+    from llm_sweep.sweeping.packing import packing_error  # only where trials are packed
+
+    for per_gpu in sorted({job.per_gpu for job in preview.jobs if job.per_gpu > 1}):
+        needs = [(job.num, job.memory_bytes) for job in preview.jobs if job.per_gpu == per_gpu]
+        why = packing_error(needs, per_gpu, preview.memory)
+        if why:
+            exit_with_error(f"{why}; nothing was launched")
 
 
 def refuse_if_too_large(preview: SweepPreview, max_gpu_hours: Optional[float]) -> None:

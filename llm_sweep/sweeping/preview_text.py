@@ -8,6 +8,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 
 from llm_sweep.report.tables import markdown_table, ratio, si
 from llm_sweep.sweeping.costs import EVAL_SPEEDUP, START_UP_S, VAL_SPLIT_UNKNOWN
+from llm_sweep.sweeping.packing import GiB
 from llm_sweep.sweeping.preview import PlannedJob, SweepPreview, job_line, launcher_kind
 
 COLUMNS = ("#", "overrides", "parametrization", "params", "tokens", "FLOPs", "tokens/param", "binding budget",
@@ -35,7 +36,27 @@ def format_preview(preview: SweepPreview, config: DictConfig) -> str:
         lines.append(f"+: {VAL_SPLIT_UNKNOWN} (python -m llm_sweep.prepare).")
     if preview.multirun:
         lines.append(describe_launcher(preview, config.hydra.launcher))
+    packing = describe_packing(preview)
+    if packing:
+        lines.append(packing)
     return "\n".join(lines)
+
+
+def describe_packing(preview: SweepPreview) -> str:
+    """Trials sharing GPUs: the GPU-hours saved and each trial's memory against its share."""
+    per_gpu = max((job.per_gpu for job in preview.jobs), default=1)
+    if per_gpu <= 1 or preview.memory is None:
+        return ""
+    packed, whole = preview.gpu_hours, preview.gpu_hours_unpacked
+    need = max(job.memory_bytes for job in preview.jobs) / GiB
+    if packed <= whole:
+        saving = (f"{whole - packed:,.3g} saved if each trial keeps its one-trial rate "
+                  "(python -m llm_sweep.bench.packing measures it)")
+    else:
+        saving = "more: the Slurm jobs hold more GPUs than their trials fill (fewer GPUs or more trials per job)"
+    return (f"Packing: {per_gpu} trials per GPU (distributed.trials_per_gpu): {packed:,.3g} GPU-hours against "
+            f"{whole:,.3g} at one trial per GPU, {saving}. GPU memory: the costliest trial needs about "
+            f"{need:.2f} GiB of its 1/{per_gpu} of {preview.memory.source}.")
 
 
 def cost_table(jobs: List[PlannedJob]) -> str:
@@ -95,11 +116,16 @@ def describe_launcher(preview: SweepPreview, launcher: DictConfig) -> str:
         at_once = study.conf.n_jobs if study is not None else max(preview.batches, default=0)
         return (f"Launcher: submitit local processes, {at_once} at a time, time limit "
                 f"{launcher.timeout_min} min.")
-    if kind != "slurm":
+    if kind == "basic":
         return "Launcher: Hydra's basic launcher runs the jobs in this process, one after another."
     resources = (f"partition {launcher.get('partition') or '(the default)'}, time limit {launcher.timeout_min} "
                  f"min, {launcher.get('gpus_per_node') or 0} GPU(s) x {launcher.get('nodes') or 1} node(s), "
                  f"{launcher.get('cpus_per_task') or 1} CPU(s) and {launcher.get('mem_gb') or '-'} GB per job")
+    if preview.packs is not None:
+        packs = preview.packs
+        return (f"Launcher: Slurm, {preview.n_jobs} trial(s) packed {packs.size} per job into "
+                f"{packs.jobs(preview.n_jobs)} job(s), {packs.at_once} at a time in each ({packs.per_gpu} per "
+                f"GPU); {resources}.")
     if in_flight:
         return (f"Launcher: Slurm, {study.to_run} job(s) submitted one at a time (no array), "
                 f"{study.conf.n_jobs} in flight; {resources}.")

@@ -20,7 +20,7 @@ from llm_sweep.core.world import BatchShare, World
 from llm_sweep.data.batches import BatchSampler, StepPrefetcher
 from llm_sweep.data.cache import Splits, prepare_dataset
 from llm_sweep.hardware import (autocast_for, compile_enabled, configure_backends, device_name,
-                                peak_flops, resolve_device, resolve_dtype)
+                                peak_flops, resolve_device, resolve_dtype, share_gpu_memory)
 from llm_sweep.models.build import build_model
 from llm_sweep.models.layers import CausalLM
 from llm_sweep.optim.build import build_optimizer
@@ -111,6 +111,7 @@ def build_parts(run: RunConfig, run_dir: Path, world: World) -> TrainingParts:
     share = world.share(run.batch.micro_batch_size, run.batch.grad_accum)  # before any compute
     device = rank_device(world, resolve_device(run.device))
     configure_backends(device)
+    share_gpu_memory(device, run.distributed.trials_per_gpu)  # trials packed on one GPU: 1/k of it each
     dtype = resolve_dtype(device, run.dtype)
     splits = prepare_dataset(run.data)
     torch.manual_seed(run.seed)  # the same initial weights on every process and every run

@@ -1,6 +1,7 @@
 """The end of a run: the summary (summary.json), its final metrics, and the printed block."""
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 from llm_sweep.core.run_record import (FINAL_FLOPS, FINAL_TOKENS, FINAL_TOKENS_PER_PARAM,
@@ -24,6 +25,7 @@ def build_summary(parts: TrainingParts, final: dict[str, float]) -> dict[str, An
         "tokens_per_s": rate, "mfu": mfu(rate, info.flops_per_token, info.peak_flops),
         "binding_budget": parts.budget.binding(spent), "device": info.device,
         "time_s": {"compile": spent.compile_s, "train": spent.train_s, "eval": spent.eval_s},
+        "ended_at": time.time(),  # Unix time: with time_s, when the run trained (runs packed on one GPU overlap)
         "val_loss": final[VAL_LOSS], "val_ppl": final[VAL_PPL], "val_acc": final[VAL_ACC],
     }
 
