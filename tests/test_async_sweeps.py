@@ -1,28 +1,32 @@
-"""Sweeps that keep every slot busy: asynchronous Optuna trials, pruners compared at equal
-tokens, and a sweep's dry run with its GPU-hour limit.
+"""Sweeps that keep every slot busy: asynchronous Optuna trials and pruners compared at
+equal tokens; and what a dry run and a GPU-hour limit are made of (a job's cost, the Slurm
+arrays it would submit).
 
 Asynchronous sweeps run tests/optuna_app/my_app.py (it sleeps `sleep` seconds) through
-the submitit local launcher as real processes; the dry run runs the real app.
+the submitit local launcher, its trials as real processes. Each sweep runs once, and most
+one after another in one process that pays the imports once (tests/fixtures/b_cli_batch.py);
+the sweep stopped with Ctrl-C, and the one whose trial Slurm requeues, are processes of their
+own. The dry runs and the GPU-hour limit of the real app are run in tests/test_sweeps.py,
+and tests/test_optuna_sweeper.py checks that the basic launcher runs trials in batches.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conftest import TINY, run_app
+from fixtures.b_cli_batch import Ran, command, run_commands
 from hydra_plugins.llm_sweep_optuna._async import ctrl_c_raised_between_steps
 from hydra_plugins.llm_sweep_optuna._trials import FailureCount
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
@@ -51,14 +55,11 @@ def storage_of(folder: Path) -> str:
     return f"sqlite:///{folder}/optuna.db"
 
 
-def sweep(folder: Path, *overrides: str,
-          launcher: list[str] = LOCAL) -> tuple[subprocess.CompletedProcess, float]:
-    """The app's Optuna sweep as a real process in `folder`; returns it and its wall time."""
-    cmd = [sys.executable, str(APP), "--multirun", "hydra/sweeper=optuna", *launcher,
-           f"hydra.sweeper.storage={storage_of(folder)}", f"hydra.sweep.dir={folder}/sweep", *overrides]
-    start = time.monotonic()
-    done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=420)  # a bound, not a speed limit
-    return done, time.monotonic() - start
+def sweep_args(folder: Path, *overrides: str) -> list[str]:
+    """The arguments of the app's Optuna sweep through submitit's local launcher, its study
+    in folder/optuna.db, its jobs in folder/sweep."""
+    return ["--multirun", "hydra/sweeper=optuna", *LOCAL, f"hydra.sweeper.storage={storage_of(folder)}",
+            f"hydra.sweep.dir={folder}/sweep", *overrides]
 
 
 def new_study(folder: Path, *params: dict) -> optuna.Study:
@@ -185,75 +186,9 @@ def test_the_dry_run_names_the_slurm_arrays_it_would_submit() -> None:
 
 # --- asynchronous trials ------------------------------------------------------------------------
 
-LONG_S = 3.0
+LONG_S = 5.0  # long enough that batches lose by more than the trials' start-up varies on a loaded machine
 UNEVEN = [{"sleep": LONG_S}, {"sleep": 0}, {"sleep": 0}, {"sleep": LONG_S}, {"sleep": 0}, {"sleep": 0}]
-SPACE = [f"sleep=choice(0,{LONG_S})", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2"]
-
-
-@pytest.mark.slow
-def test_async_trials_keep_every_slot_busy_and_beat_batches(tmp_path: Path) -> None:
-    timings = {}
-    for mode in ("true", "false"):
-        folder = tmp_path / f"asynchronous_{mode}"
-        new_study(folder, *UNEVEN)
-        done, timings[mode] = sweep(folder, *SPACE, f"hydra.sweeper.asynchronous={mode}")
-        assert done.returncode == 0, done.stderr[-3000:]
-        trials = trials_of(folder)
-        assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
-        timings[mode, "span"] = span_s(trials)
-        if mode == "true":
-            assert fewest_running(trials, n_jobs=2, refill=timedelta(seconds=1)) == 2
-    print(f"wall s: async {timings['true']:.1f}, batched {timings['false']:.1f}; trial span s: "
-          f"async {timings['true', 'span']:.1f}, batched {timings['false', 'span']:.1f}")
-    # Batches wait for their long trial twice; slots refilled at once run both long ones side by side.
-    assert timings["true", "span"] < timings["false", "span"] - LONG_S / 2
-    assert timings["true"] < timings["false"]
-
-
-@pytest.mark.slow
-def test_a_pruned_trial_frees_its_slot_at_once(tmp_path: Path) -> None:
-    study = new_study(tmp_path)
-    study.set_user_attr(PRUNER_ATTR, {"name": "median", "min_resource": 2})
-    distributions = {"x": optuna.distributions.IntDistribution(0, 60),
-                     "sleep": optuna.distributions.CategoricalDistribution((0, 6))}
-    for _ in range(5):  # the median pruner compares with at least 5 finished trials
-        study.add_trial(optuna.trial.create_trial(params={"x": 2, "sleep": 0}, distributions=distributions,
-                                                  value=1.0, intermediate_values={s: 1.0 for s in range(4)}))
-    for point in ({"x": 2, "sleep": 6}, {"x": 50, "sleep": 0}, {"x": 2, "sleep": 0}):
-        study.enqueue_trial(point)  # a slow good trial, a bad one, then the next
-    done, _ = sweep(tmp_path, "x=range(0,61)", "sleep=choice(0,6)", "steps=4", "hydra.sweeper.pruner=median",
-                    "hydra.sweeper.pruner_min_resource=2", "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2")
-    assert done.returncode == 0, done.stderr[-3000:]
-    slow, bad, refill = trials_of(tmp_path)[5:]
-    assert (slow.state, bad.state, refill.state) == (TrialState.COMPLETE, TrialState.PRUNED,
-                                                     TrialState.COMPLETE)
-    assert refill.datetime_start < slow.datetime_complete  # the pruned trial's slot did not wait
-
-
-@pytest.mark.slow
-def test_continuing_an_async_study_adds_exactly_the_difference(tmp_path: Path) -> None:
-    first, _ = sweep(tmp_path, "x=interval(0,4)", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "2 at a time" in first.stdout
-    second, _ = sweep(tmp_path, "x=interval(0,4)", "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=2")
-    assert second.returncode == 0, second.stderr[-3000:]
-    trials = trials_of(tmp_path)
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
-    # Job numbers are trial numbers: the second sweep's jobs did not overwrite the first's.
-    assert [t.user_attrs["output_dir"] for t in trials] == [str(tmp_path / "sweep" / str(n)) for n in range(5)]
-    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()) == list("01234")
-
-
-def both_trials_running(folder: Path) -> bool:
-    """Trials 0 and 1 are RUNNING in the study and their jobs have started (Hydra made their
-    run directories): the state the interrupt is meant to find."""
-    if len(list((folder / "sweep").glob("[01]/.hydra"))) < 2 or not (folder / "optuna.db").exists():
-        return False
-    try:
-        states = [t.state for t in trials_of(folder)]
-    except Exception:  # the study is still being created
-        return False
-    return states == [TrialState.RUNNING] * 2
+SPACE = [f"sleep=choice(0,{LONG_S})", "hydra.sweeper.n_jobs=2"]
 
 
 def test_ctrl_c_is_a_flag_the_loop_raises_and_a_second_one_raises_at_once():
@@ -272,19 +207,31 @@ def test_ctrl_c_is_a_flag_the_loop_raises_and_a_second_one_raises_at_once():
     assert signal.getsignal(signal.SIGINT) is before
 
 
-@pytest.mark.slow
-def test_ctrl_c_records_every_started_trial_and_a_rerun_continues(tmp_path: Path) -> None:
+def both_trials_running(folder: Path) -> bool:
+    """Trials 0 and 1 are RUNNING in the study and their jobs have started (Hydra made their
+    run directories): the state the interrupt is meant to find."""
+    if len(list((folder / "sweep").glob("[01]/.hydra"))) < 2 or not (folder / "optuna.db").exists():
+        return False
+    try:
+        states = [t.state for t in trials_of(folder)]
+    except Exception:  # the study is still being created
+        return False
+    return states == [TrialState.RUNNING] * 2
+
+
+def stop_with_ctrl_c_once_both_trials_run(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A sweep of 60 s trials, two at a time, sent SIGINT once both trials run: it and its output."""
     cmd = [sys.executable, str(APP), "--multirun", "hydra/sweeper=optuna", *LOCAL, "sleep=60",
-           f"hydra.sweeper.storage={storage_of(tmp_path)}", f"hydra.sweep.dir={tmp_path}/sweep",
+           f"hydra.sweeper.storage={storage_of(folder)}", f"hydra.sweep.dir={folder}/sweep",
            "x=interval(0,4)", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
     # Output to a file: submitit's local job controllers inherit the sweeper's stdout, and a
     # pipe would stay open until the last of them has exited.
-    log = tmp_path / "sweeper.log"
+    log = folder / "sweeper.log"
     with log.open("w") as out:
-        sweeper = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, text=True)
+        sweeper = subprocess.Popen(cmd, cwd=folder, stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240  # a wait on a state, not a speed limit
-        while not both_trials_running(tmp_path):
+        while not both_trials_running(folder):
             assert sweeper.poll() is None, f"the sweeper ended early: {log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"the jobs never started: {log.read_text()[-3000:]}"
             time.sleep(0.2)
@@ -293,35 +240,154 @@ def test_ctrl_c_records_every_started_trial_and_a_rerun_continues(tmp_path: Path
     finally:
         if sweeper.poll() is None:
             sweeper.kill()
-    output = log.read_text()
-    assert sweeper.returncode != 0
-    trials = trials_of(tmp_path)
-    assert [t.state for t in trials] == [TrialState.FAIL] * 2, output[-3000:]
-    assert all(t.user_attrs["error"].startswith("interrupted") for t in trials)
-    again, _ = sweep(tmp_path, "x=interval(0,4)", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert [t.state for t in trials_of(tmp_path)] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2
+    return sweeper, log.read_text()
+
+
+@dataclass(frozen=True)
+class Stopped:
+    folder: Path
+    process: subprocess.Popen  # the sweep Ctrl-C stopped
+    output: str  # its output
+    trials: list  # the study as it left it
+
+
+@pytest.fixture(scope="module")
+def stopped_sweep(tmp_path_factory) -> Stopped:
+    """A sweep stopped with Ctrl-C while its two trials run, once for the tests below."""
+    folder = tmp_path_factory.mktemp("ctrl_c")
+    process, output = stop_with_ctrl_c_once_both_trials_run(folder)
+    return Stopped(folder, process, output, trials_of(folder))
+
+
+def prepare_pruned_study(folder: Path) -> None:
+    """Five finished trials, which the median pruner compares with, then three enqueued: a
+    slow good trial, a bad one, then the next."""
+    study = new_study(folder)
+    study.set_user_attr(PRUNER_ATTR, {"name": "median", "min_resource": 2})
+    distributions = {"x": optuna.distributions.IntDistribution(0, 60),
+                     "sleep": optuna.distributions.CategoricalDistribution((0, 6))}
+    for _ in range(5):
+        study.add_trial(optuna.trial.create_trial(params={"x": 2, "sleep": 0}, distributions=distributions,
+                                                  value=1.0, intermediate_values={s: 1.0 for s in range(4)}))
+    for point in ({"x": 2, "sleep": 6}, {"x": 50, "sleep": 0}, {"x": 2, "sleep": 0}):
+        study.enqueue_trial(point)
+
+
+@pytest.fixture(scope="module")
+def sweeps(stopped_sweep: Stopped, tmp_path_factory) -> dict[str, tuple[Ran, Path]]:
+    """The asynchronous sweeps of the tests below, each run once, one after another in one
+    process that pays the imports once (tests/fixtures/b_cli_batch.py), in this order:
+    - `pruned`: a sweep with the median pruner; it also loads everything the next two load,
+      so neither of those, whose wall times are compared, pays for it;
+    - `asynchronous` and `batched`: the six UNEVEN trials, two at a time, asynchronous, then
+      in batches;
+    - `continued`: the asynchronous sweep's study continued to 8 trials, in its folder;
+    - `rerun`: the study of the sweep Ctrl-C stopped, run again with a 1 s timeout and trials
+      of 3 s (8 trials wanted, 2 done: 6 to run).
+    {name: (its result, its folder)}."""
+    folders = {name: tmp_path_factory.mktemp(name) for name in ("pruned", "asynchronous", "batched")}
+    prepare_pruned_study(folders["pruned"])
+    new_study(folders["asynchronous"], *UNEVEN)
+    new_study(folders["batched"], *UNEVEN)
+    uneven = [*SPACE, "hydra.sweeper.n_trials=6"]
+    plan = {
+        "pruned": (folders["pruned"], ["x=range(0,61)", "sleep=choice(0,6)", "steps=4", "hydra.sweeper.pruner=median",
+                                       "hydra.sweeper.pruner_min_resource=2", "hydra.sweeper.n_trials=8",
+                                       "hydra.sweeper.n_jobs=2"]),
+        "asynchronous": (folders["asynchronous"], [*uneven, "hydra.sweeper.asynchronous=true"]),
+        "batched": (folders["batched"], [*uneven, "hydra.sweeper.asynchronous=false"]),
+        "continued": (folders["asynchronous"], [*SPACE, "hydra.sweeper.n_trials=8"]),
+        "rerun": (stopped_sweep.folder, ["x=interval(0,4)", "sleep=3", "hydra.sweeper.timeout=1s",
+                                         "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2"]),
+    }
+    results = run_commands([command(sweep_args(folder, *overrides), folder, script=APP)
+                            for folder, overrides in plan.values()], tmp_path_factory.mktemp("sweeps"))
+    return {name: (result, folder) for (name, (folder, _)), result in zip(plan.items(), results)}
 
 
 @pytest.mark.slow
-def test_no_trial_starts_after_the_timeout(tmp_path: Path) -> None:
-    done, _ = sweep(tmp_path, "x=interval(0,4)", "sleep=3", "hydra.sweeper.timeout=1s",
-                    "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2")
+def test_async_trials_keep_every_slot_busy_and_beat_batches(sweeps) -> None:
+    runs = {mode: sweeps[mode] for mode in ("asynchronous", "batched")}
+    trials = {}
+    for mode, (done, folder) in runs.items():
+        assert done.returncode == 0, done.stderr[-3000:]
+        trials[mode] = trials_of(folder)[:6]  # the asynchronous study goes on to 8 trials later
+        assert [t.state for t in trials[mode]] == [TrialState.COMPLETE] * 6
+    assert fewest_running(trials["asynchronous"], n_jobs=2, refill=timedelta(seconds=1)) == 2
+    spans = {mode: span_s(trials[mode]) for mode in runs}
+    walls = {mode: done.wall_s for mode, (done, _) in runs.items()}
+    print(f"wall s: async {walls['asynchronous']:.1f}, batched {walls['batched']:.1f}; trial span s: "
+          f"async {spans['asynchronous']:.1f}, batched {spans['batched']:.1f}")
+    # Batches wait for their long trial twice; slots refilled at once run both long ones side by side.
+    assert spans["asynchronous"] < spans["batched"] - LONG_S / 2
+    assert walls["asynchronous"] < walls["batched"]
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_frees_its_slot_at_once(sweeps) -> None:
+    done, folder = sweeps["pruned"]
     assert done.returncode == 0, done.stderr[-3000:]
-    assert [t.state for t in trials_of(tmp_path)] == [TrialState.COMPLETE] * 2  # the running ones finish
-    assert "Timeout: 2 of 6 trials started" in done.stdout
+    slow, bad, refill = trials_of(folder)[5:]
+    assert (slow.state, bad.state, refill.state) == (TrialState.COMPLETE, TrialState.PRUNED,
+                                                     TrialState.COMPLETE)
+    assert refill.datetime_start < slow.datetime_complete  # the pruned trial's slot did not wait
+
+
+@pytest.mark.slow
+def test_continuing_an_async_study_adds_exactly_the_difference(sweeps) -> None:
+    """The asynchronous sweep's study (6 trials) continued to 8 trials, into the same folder."""
+    (first, _), (second, folder) = sweeps["asynchronous"], sweeps["continued"]
+    assert "2 at a time" in first.stdout
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "6 of 8 trials done, 2 to run" in second.stdout
+    trials = trials_of(folder)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    # Job numbers are trial numbers: the second sweep's jobs did not overwrite the first's.
+    assert [t.user_attrs["output_dir"] for t in trials] == [str(folder / "sweep" / str(n)) for n in range(8)]
+    assert sorted(p.name for p in (folder / "sweep").iterdir() if p.name.isdigit()) == list("01234567")
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_every_started_trial_and_a_rerun_continues(stopped_sweep: Stopped, sweeps) -> None:
+    stopped = stopped_sweep
+    assert stopped.process.returncode != 0
+    assert [t.state for t in stopped.trials] == [TrialState.FAIL] * 2, stopped.output[-3000:]
+    assert all(t.user_attrs["error"].startswith("interrupted") for t in stopped.trials)
+    rerun, folder = sweeps["rerun"]
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "2 of 8 trials done, 6 to run" in rerun.stdout  # the failed trials count as done
+    assert [t.state for t in trials_of(folder)] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2
+
+
+@pytest.mark.slow
+def test_no_trial_starts_after_the_timeout(sweeps) -> None:
+    """The rerun's 1 s timeout: 2 of its 6 trials start, and those running finish."""
+    rerun, folder = sweeps["rerun"]
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert [t.state for t in trials_of(folder)[2:]] == [TrialState.COMPLETE] * 2
+    assert "Timeout: 2 of 6 trials started" in rerun.stdout
+
+
+def reported_steps(folder: Path, steps: int) -> bool:
+    """Trial 0's job has started (Hydra made its run directory; the sweeper created the study
+    before it) and reported `steps` intermediate values."""
+    if not (folder / "sweep" / "0" / ".hydra").exists():
+        return False
+    [trial] = trials_of(folder)
+    return len(trial.intermediate_values) >= steps
 
 
 @pytest.mark.slurm
 def test_a_requeued_trial_resumes_as_the_same_trial(tmp_path: Path, slurm_cluster: None) -> None:
     slurm = ["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=3"]
-    cmd = [sys.executable, str(APP), "--multirun", "hydra/sweeper=optuna", *slurm, "sleep=20", "steps=3",
+    # The job reports its 3 steps, then sleeps: the signal finds it asleep, and it sleeps again once requeued.
+    cmd = [sys.executable, str(APP), "--multirun", "hydra/sweeper=optuna", *slurm, "sleep=10", "steps=3",
            f"hydra.sweeper.storage={storage_of(tmp_path)}", f"hydra.sweep.dir={tmp_path}/sweep",
            "x=interval(0,4)", "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1"]
     sweeper = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240  # a wait, not a speed limit
-        while not (tmp_path / "sweep" / "0" / ".hydra").exists():  # the trial's job is running
+        while not reported_steps(tmp_path, 3):  # the trial's job is running, in its sleep
             assert time.monotonic() < deadline and sweeper.poll() is None, "the job never started"
             time.sleep(0.5)
         [job_id] = [p.name for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.name.isdigit()]
@@ -335,78 +401,3 @@ def test_a_requeued_trial_resumes_as_the_same_trial(tmp_path: Path, slurm_cluste
     [trial] = trials_of(tmp_path)  # the requeued job reported to its trial, and completed it
     assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [0, 1, 2]
     assert trial.user_attrs["output_dir"] == str(tmp_path / "sweep" / "0")
-
-
-@pytest.mark.slow
-def test_the_basic_launcher_runs_trials_in_batches_and_says_so(tmp_path: Path) -> None:
-    done, _ = sweep(tmp_path, "x=interval(0,4)", "hydra.sweeper.n_trials=2", launcher=[])
-    assert done.returncode == 0, done.stderr[-3000:]
-    [line] = [line for line in done.stdout.splitlines() if "runs jobs one by one" in line]
-    assert "BasicLauncher" in line and "batches of 2" in line
-
-
-# --- dry run and GPU-hour limit -----------------------------------------------------------------
-
-def job_lines(output: str) -> list[str]:
-    """The dry run's job list: `#<num> : <overrides>`."""
-    return [line for line in output.splitlines() if re.match(r"#\d+ : ", line)]
-
-
-def launched(sweep_dir: Path) -> list[str]:
-    """What a real run launched: each job's overrides, as the dry run lists them."""
-    jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    return [f"#{p.name} : " + " ".join(yaml.safe_load((p / ".hydra" / "overrides.yaml").read_text()))
-            for p in jobs]
-
-
-QUICK = [o for o in TINY if not o.startswith("budget.steps")] + ["budget.steps=1"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sweep_args, n_jobs", [
-    (["model.n_embd=64,128", "optim.lr=1e-3,3e-3"], 4),
-    (["+sweep=tokens_per_param_cpu"], 5),  # a named sweep: its grid comes from hydra.sweeper.params
-], ids=["grid", "named"])
-def test_the_dry_run_lists_the_jobs_a_real_run_launches(tmp_path: Path, sweep_args: list[str],
-                                                        n_jobs: int) -> None:
-    quick = [o for o in QUICK if not o.startswith("model.n_embd")]  # swept here
-    args = ["--multirun", *quick, *sweep_args, "hydra.sweep.dir=sweep"]
-    dry = run_app([*args, "sweep.dry_run=true"], cwd=tmp_path, timeout=60)
-    assert dry.returncode == 0, dry.stderr[-3000:]
-    assert not (tmp_path / "sweep").exists() and not (tmp_path / "mlflow.db").exists()
-    assert "GPU-hours" in dry.stdout and "Throughput: measured on this machine (cpu" in dry.stdout
-    real = run_app(args, cwd=tmp_path)
-    assert real.returncode == 0, real.stderr[-3000:]
-    assert len(job_lines(dry.stdout)) == n_jobs
-    assert job_lines(dry.stdout) == launched(tmp_path / "sweep")
-
-
-@pytest.mark.slow
-def test_max_gpu_hours_refuses_a_sweep_that_is_too_large_before_anything_launches(tmp_path: Path) -> None:
-    tracked = [o for o in QUICK if o != "tracking=none"] + ["budget.steps=null", "budget.time=2h", "device=cuda"]
-    result = run_app(["--multirun", *tracked, "model.n_embd=64,128", "hydra.sweep.dir=sweep",
-                      "sweep.max_gpu_hours=3"], cwd=tmp_path, timeout=60)
-    assert result.returncode == 2, result.stderr[-3000:]
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith("error: sweep.max_gpu_hours=3: this sweep of 2 job(s) is expected to need "
-                           "4.01 GPU-hours")  # 2 h of training each, start-up and evaluations
-    assert os.listdir(tmp_path) == []  # no job, no sweep dir, no MLflow parent run
-
-
-@pytest.mark.slow
-def test_an_optuna_dry_run_reads_the_study_and_creates_nothing(tmp_path: Path) -> None:
-    storage = f"sqlite:///{tmp_path}/optuna.db"
-    args = ["--multirun", "+sweep=lr_search_cpu", *QUICK, "model.n_layer=1,2", "hydra.sweep.dir=sweep",
-            f"hydra.sweeper.storage={storage}", "sweep.dry_run=true"]
-    fresh = run_app(args, cwd=tmp_path)
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    assert os.listdir(tmp_path) == []
-    assert "0 of 8 trials done, 8 to run" in fresh.stdout
-    assert "optim.lr: tag(log, interval(0.0003, 0.01))" in fresh.stdout
-    assert "model.n_layer: choice(1, 2)" in fresh.stdout
-    assert "Trials are sampled at run time" in fresh.stdout
-    study = optuna.create_study(study_name="lr_search_cpu", storage=storage)
-    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
-    continued = run_app(args, cwd=tmp_path)
-    assert "1 of 8 trials done, 7 to run" in continued.stdout
-    assert "Total: 7 job(s)" in continued.stdout

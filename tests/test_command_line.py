@@ -1,6 +1,7 @@
 """Mistakes Hydra itself would report at length, as one line before anything runs
 (llm_sweep.sweeping.command_line): the whole class, every schema group and config group,
-checked in-process; the real command line in tests/test_app.py."""
+checked in-process; the real command line in tests/test_app.py, and here for missing data
+(the commands one after another in one process: tests/fixtures/one_process.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,7 @@ import pytest
 from llm_sweep.core.config import CONF_DIR, SWEEPS_DIR, RunConfig, _group_schema
 from llm_sweep.sweeping.command_line import command_line_error
 
-from conftest import run_app
+from conftest import run_in_processes
 
 GROUPS = [f.name for f in dataclasses.fields(RunConfig) if _group_schema(f) is not None]
 CONFIG_GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
@@ -39,14 +40,23 @@ def test_a_group_option_that_does_not_exist_lists_only_real_choices(group):
         assert set(why.split("the choices: ")[1].split(", ")) == presets
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
+SWEEPS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SWEEPS)
 def test_every_named_sweep_needs_multirun(name):
+    """Refused at once without --multirun; with it, the sweep's config is composed and passes."""
     assert command_line_error([f"+sweep={name}"]) == (
         f"+sweep={name} is a named sweep: add --multirun (python -m llm_sweep --multirun +sweep={name} ...), "
         "or hydra.mode=RUN for one job with its settings")
     assert command_line_error(["--multirun", f"+sweep={name}"]) is None
-    assert command_line_error([f"+sweep={name}", "hydra.mode=RUN"]) is None  # one job, said so
-    assert command_line_error([f"+sweep={name}", "--cfg", "job"]) is None  # shows its config, runs nothing
+
+
+def test_a_named_sweep_as_one_job_or_shown_passes():
+    """Whether a named sweep is refused depends on the flags, not on which sweep it is (the
+    composition each sweep passes is checked above)."""
+    assert command_line_error([f"+sweep={SWEEPS[0]}", "hydra.mode=RUN"]) is None  # one job, said so
+    assert command_line_error([f"+sweep={SWEEPS[0]}", "--cfg", "job"]) is None  # shows its config, runs nothing
 
 
 def test_good_command_lines_pass():
@@ -63,16 +73,33 @@ def test_an_override_it_cannot_read_is_one_line():
     assert why.startswith("cannot read the overrides: ") and "\n" not in why
 
 
+MISSING_DATA = {
+    "text": (["data=text", "data.paths=[missing.txt]"], "error: data.paths: missing.txt does not exist"),
+    "slimpajama": (["data=slimpajama", "data.source=./nowhere.jsonl"],
+                   "error: data.source=./nowhere.jsonl: no such file or folder (nor an owner/name hub id)"),
+}
+
+
+@pytest.fixture(scope="module")
+def missing_data(tmp_path_factory) -> dict[str, dict]:
+    """Each MISSING_DATA command run as `python -m llm_sweep`, one after another in one process
+    (tests/fixtures/one_process.py), each in a folder of its own: {name: {rc, out, cwd}}."""
+    root = tmp_path_factory.mktemp("missing_data")
+    jobs = []
+    for name, (data, _) in MISSING_DATA.items():
+        (root / name).mkdir()
+        jobs.append({"module": "llm_sweep", "cwd": str(root / name),
+                     "args": [*data, "tracking=mlflow", "hydra.run.dir=run"]})
+    results = run_in_processes(jobs, root, processes=1)
+    return {name: {**result, "cwd": root / name} for name, result in zip(MISSING_DATA, results)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("data, message", [
-    (["data=text", "data.paths=[missing.txt]"], "error: data.paths: missing.txt does not exist"),
-    (["data=slimpajama", "data.source=./nowhere.jsonl"],
-     "error: data.source=./nowhere.jsonl: no such file or folder (nor an owner/name hub id)"),
-], ids=["text", "slimpajama"])
-def test_missing_data_is_one_line_before_mlflow_records_a_run(tmp_path, data, message):
+@pytest.mark.parametrize("name", MISSING_DATA)
+def test_missing_data_is_one_line_before_mlflow_records_a_run(missing_data, name):
     """Every data input the run names is checked before its MLflow run exists: no FAILED run
-    with a path in its name is left behind."""
-    result = run_app([*data, "tracking=mlflow", "hydra.run.dir=run"], cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.strip().splitlines() == [message]
-    assert not (tmp_path / "mlflow.db").exists()
-    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
+    with a path in its name is left behind. (Its one line is all it prints, on stdout or stderr.)"""
+    result, folder = missing_data[name], missing_data[name]["cwd"]
+    assert result["rc"] == 2 and result["out"].strip().splitlines() == [MISSING_DATA[name][1]]
+    assert not (folder / "mlflow.db").exists()
+    assert json.loads((folder / "run" / "status.json").read_text())["status"] == "failed"

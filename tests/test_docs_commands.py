@@ -237,6 +237,8 @@ TABLE: dict[str, Entry] = {
     "python -m llm_sweep --multirun hydra/launcher=slurm_a100 hydra.launcher.partition=gpu optim=adamw,sophiag "
     "checkpoint.interval=500 tracking.uri=http://<tracking-host>:5000": shrunk(
         GPU, *DRY, swap=(("<tracking-host>", "tracking-host"),), expect="2 job(s)"),
+    "python -m llm_sweep --multirun hydra/launcher=slurm_packed hydra.launcher.partition=gpu "
+    "distributed.trials_per_gpu=4 +sweep=isoflop_gpu sweep.dry_run=true": run("Packing: 4 trials per GPU"),
     "bash .ci/slurm_up.sh": covered(".ci/run", "it installs and starts daemons as root: CI does"),
     "python -m pytest -m slurm -q": shrunk(
         "the Slurm tests need a cluster and minutes: their selection is collected from two files", *COLLECT,
@@ -316,6 +318,13 @@ TABLE: dict[str, Entry] = {
     "python -m llm_sweep.bench model=tiny device=cpu 'bench.modes=[eager-bf16,compile-bf16]' bench.warmup_steps=1 "
     "bench.steps=1": shrunk("one eager step: compiling costs a minute, and tests/test_bench.py compiles",
                             *BENCH, "bench.modes=[eager-bf16]", expect="eager-bf16"),
+    "python -m llm_sweep.bench.packing --trials 1,2,4 -- model.n_layer=2 model.n_embd=128 data.tokenizer=bytes "
+    "batch.micro_batch_size=8 batch.seq_len=128 device=cpu 'bench.modes=[eager-fp32]' bench.warmup_steps=2 "
+    "bench.steps=10": covered("tests/test_bench_packing.py", "1.5 min on 2 cores: it packs one and two small trials "
+                              "on the CPU", held='module="llm_sweep.bench.packing"'),
+    "python -m llm_sweep.bench.packing --trials 1,2,4,8 -- model.n_layer=4 model.n_embd=256 data.tokenizer=bytes "
+    "batch.micro_batch_size=128 batch.seq_len=512 device=cuda 'bench.modes=[compile-bf16]' bench.steps=200": help_(
+        "compiled bf16 trials packed on a GPU"),
     "python -m llm_sweep tracking=none": shrunk("2 training steps instead of 30 s", *CPU, expect="final val"),
     "OMP_NUM_THREADS=1 python -m llm_sweep model.n_layer=2 model.n_embd=128 batch.micro_batch_size=8 "
     "batch.grad_accum=2 batch.seq_len=128 budget.time=null budget.steps=4 eval.interval=0 compile=false "

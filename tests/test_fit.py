@@ -1,9 +1,11 @@
 """Scaling-law fits: Chinchilla's constants recovered from synthetic runs logged through
-the real MLflow client, `report --fit` end to end, known laws recovered where Approach 2's
-parabola is biased, the committed CPU study's runs (where E sits on its bound), and the
-cases a fit must refuse or flag."""
+the real MLflow client, `report --fit` end to end (its main(), in this process), known laws
+recovered where Approach 2's parabola is biased, the committed CPU study's runs (where E
+sits on its bound), and the cases a fit must refuse or flag."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 from dataclasses import dataclass, replace
@@ -14,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from conftest import REPO, run_app
+from conftest import REPO
 from llm_sweep.core.errors import DataError
 from llm_sweep.core.references import SEED_FLOPS_PER_TOKEN, SEED_NON_EMBEDDING_PARAMS, SEED_PARAMS
 from llm_sweep.plan import cli as plan
@@ -107,7 +109,9 @@ class Store:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
     """5 budgets x 7 shapes, the middle shape with 3 seeds; a 1-budget experiment; and the
-    report with --fit on the first, run as users run it (its 200 resamples, once)."""
+    report with --fit on the first, run with the arguments users type (its 200 resamples,
+    once), by the main() `python -m llm_sweep.report` calls, in this process: it has imported
+    the report already (tests/test_docs_commands.py runs the report's module as a command)."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
@@ -117,11 +121,10 @@ def store(tmp_path_factory) -> Store:
     one_budget = client.create_experiment("one_budget", artifact_location=(root / "artifacts").as_uri())
     for run in synthetic_runs(budgets=BUDGETS[:1], spread=SPREAD[::2]):
         log_run(client, one_budget, run)
-    out = root / "report"
-    done = run_app(["--experiment", "chinchilla", "--tracking-uri", uri, "--out", str(out), "--fit"],
-                   cwd=root, module="llm_sweep.report", timeout=300)
-    assert done.returncode == 0, done.stderr
-    return Store(uri, out, json.loads((out / "fit.json").read_text()), done.stdout)
+    out, printed = root / "report", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        report.main(["--experiment", "chinchilla", "--tracking-uri", uri, "--out", str(out), "--fit"])
+    return Store(uri, out, json.loads((out / "fit.json").read_text()), printed.getvalue())
 
 
 @pytest.mark.slow
@@ -497,7 +500,14 @@ def test_variable_projection_recovers_a_known_law_where_approach2_is_biased(alph
     assert named in explained and not_named not in explained
 
 
-def test_point_estimates_recover_a_known_law_in_milliseconds():
+@pytest.fixture(scope="module")
+def known_law_fit() -> FitResult:
+    """Chinchilla's law at noise 1e-3, fitted once with 5 resamples, for the tests below that
+    read its point values, its law or what it constrains."""
+    return fit_scaling(known_law_runs(ALPHA, BETA, SPREAD, noise=1e-3)[0], resamples=5)
+
+
+def test_point_estimates_recover_a_known_law_in_milliseconds(known_law_fit):
     """What a study designer simulates with: one dataset, no bootstrap. Measured here: about
     0.02 s a fit on 35 runs (the test allows 0.5 s on a busy machine)."""
     points, true_ratio, true_a = known_law_runs(ALPHA, BETA, SPREAD, noise=1e-3)
@@ -514,14 +524,14 @@ def test_point_estimates_recover_a_known_law_in_milliseconds():
     assert found["a2"] == pytest.approx(true_a, abs=0.02) and found["b2"] == pytest.approx(1 - true_a, abs=0.02)
     assert found["tokens_per_param2"] == pytest.approx(true_ratio, rel=0.1)
     # The same numbers as the full fit's, which starts from the same data.
-    full = fit_scaling(points, resamples=2).total
+    full = known_law_fit.total
     assert found["alpha"] == pytest.approx(full.approach3_varpro.alpha.value)
     assert found["a2"] == pytest.approx(full.approach2.a.value)
 
 
-def test_the_fitted_law_reads_back_from_fit_json_for_per_run_residuals():
+def test_the_fitted_law_reads_back_from_fit_json_for_per_run_residuals(known_law_fit):
     points, _, _ = known_law_runs(ALPHA, BETA, SPREAD, noise=1e-3)
-    fit = fit_scaling(points, resamples=3)
+    fit = known_law_fit
     again = FitResult.from_json(json.loads(json.dumps(fit.to_json())))
     n, d = np.array([p.params for p in points]), np.array([p.tokens for p in points])
     for law in (again.total.law, again.total.approach3):
@@ -530,7 +540,7 @@ def test_the_fitted_law_reads_back_from_fit_json_for_per_run_residuals():
     assert again.total.law.loss(n, d) == pytest.approx(fit.total.approach3_varpro.loss(n, d))
 
 
-def test_the_frontier_is_drawn_only_as_far_as_the_summary_quotes_it(cpu_study, tmp_path):
+def test_the_frontier_is_drawn_only_as_far_as_the_summary_quotes_it(cpu_study, known_law_fit, tmp_path):
     from llm_sweep.report.fit_plots import plot_frontier
 
     hi = cpu_study.inputs.c_range[1]
@@ -539,9 +549,7 @@ def test_the_frontier_is_drawn_only_as_far_as_the_summary_quotes_it(cpu_study, t
     # Nothing is constrained here: the fitted lines stay within the budgets, and the seed
     # run's compute (197,000x outside) is not drawn at all.
     assert min(drawn) >= 1e12 * (1 - 1e-9) and max(drawn) <= hi * (1 + 1e-9)
-    points, _, _ = known_law_runs(ALPHA, BETA, SPREAD, noise=1e-3)
-    fit = fit_scaling(points, resamples=5)
-    drawn = _drawn(plot_frontier(fit, tmp_path / "frontier.png"))
+    drawn = _drawn(plot_frontier(known_law_fit, tmp_path / "frontier.png"))
     assert min(drawn) == pytest.approx(BUDGETS[0] / 10) and max(drawn) == pytest.approx(BUDGETS[-1] * 10)
 
 

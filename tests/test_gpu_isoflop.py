@@ -14,9 +14,9 @@ import tarfile
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
 from conftest import REPO
+from fixtures.a_hydra_steps import Composer
 from llm_sweep.core.budget import Budget
 from llm_sweep.core.config import CONF_DIR, load_config, register_configs
 from llm_sweep.core.run_record import METRICS_FILE, STATUS_FILE, SUMMARY_FILE
@@ -67,16 +67,18 @@ def test_the_study_is_the_sweeps_own_commands():
 
 
 def test_every_job_fits_the_corpus_and_each_budget_brackets_the_optimum():
+    """Each job's config as Hydra composes it: one composition per shape, the job's other
+    overrides applied as Hydra applies them (tests/fixtures/a_hydra_steps.py)."""
     register_configs()
     jobs = study_jobs()
     assert len(jobs) == len({tuple(sorted(job)) for job in jobs}) == 25
-    runs = []
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        for job in jobs:
-            run = load_config(compose("config", overrides=["+sweep=isoflop_gpu", *job]))
-            per_token, per_step = flops_per_token(run.model, run.batch.seq_len), run.batch.tokens_per_step
-            tokens = min(Budget(run.budget, per_token).steps_allowed(per_step, 1.0).values()) * per_step
-            runs.append((job, run, tokens))
+    runs, composer = [], Composer(CONF_DIR)
+    for job in jobs:
+        run = load_config(composer.config(["+sweep=isoflop_gpu", *job]))
+        per_token, per_step = flops_per_token(run.model, run.batch.seq_len), run.batch.tokens_per_step
+        tokens = min(Budget(run.budget, per_token).steps_allowed(per_step, 1.0).values()) * per_step
+        runs.append((job, run, tokens))
+    assert len(composer.bases) == 5  # the five shapes
     assert max(tokens for _, _, tokens in runs) < TRAIN_BYTES  # no run sees a byte twice (expected)
     for _, run, _ in runs:
         assert (run.data.name, run.data.tokenizer, run.dtype, run.compile) == (

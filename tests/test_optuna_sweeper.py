@@ -1,6 +1,8 @@
 """The Optuna sweeper plugin (hydra_plugins/llm_sweep_optuna) and its pruning reporter.
 
-Sweeps run tests/optuna_app/my_app.py, which returns (x - 2)^2 + y^2, as a real process.
+Sweeps run tests/optuna_app/my_app.py, which returns (x - 2)^2 + y^2, through Hydra's basic
+launcher, as `python my_app.py --multirun ...`: each sweep once, one after another in one
+process that pays the imports (Optuna's plots among them) once (tests/fixtures/b_cli_batch.py).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from fixtures.b_cli_batch import Ran, code, command, run_commands
 from hydra_plugins.llm_sweep_optuna._impl import absolute_storage_url
 from hydra_plugins.llm_sweep_optuna._outcome import TrialOutcome, trial_outcome
 from hydra_plugins.llm_sweep_optuna._search_space import format_value, parse_search_space
@@ -32,11 +35,10 @@ APP = Path(__file__).resolve().parent / "optuna_app" / "my_app.py"
 STUDY = "my_app"  # the study name defaults to the Hydra job name
 
 
-def run_sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(APP), "--multirun", "hydra/sweeper=optuna",
-           f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db", f"hydra.sweep.dir={tmp_path}/sweep",
-           *overrides]
-    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+def sweep_command(folder: Path, *overrides: str) -> dict:
+    """The app's Optuna sweep in `folder`, its study in folder/optuna.db, its jobs in folder/sweep."""
+    return command(["--multirun", "hydra/sweeper=optuna", f"hydra.sweeper.storage=sqlite:///{folder}/optuna.db",
+                    f"hydra.sweep.dir={folder}/sweep", *overrides], folder, script=APP)
 
 
 def load_study(tmp_path: Path) -> optuna.Study:
@@ -219,79 +221,119 @@ def test_build_pruner_names() -> None:
 
 # --- real sweeps --------------------------------------------------------------------------------
 
+# The search space comes from the sweeper's params (y) and the command line (x).
+SPACE = ["+hydra.sweeper.params.y='choice(-1,0,1)'", "x=tag(log,interval(0.1,4))", "hydra.sweeper.seed=0"]
+
+
+def prepare_studies(root: Path) -> None:
+    """The studies two sweeps find: one with a trial left RUNNING, as by a sweep that was
+    killed; one whose first trials are enqueued, five good ones that set the median, then a
+    clearly worse one."""
+    crashed = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{root}/failed/optuna.db")
+    crashed.ask()
+    study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{root}/median/optuna.db")
+    for x in (2, 3, 2, 1, 2, 50):
+        study.enqueue_trial({"x": x})
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory) -> dict[str, tuple[Ran, Path]]:
+    """The sweeps of the tests below, each run once, in this order: {name: (its result, its
+    folder)}. `after_first` is a copy of folder `first` as its first sweep left it, before
+    the second one continued its study."""
+    root = tmp_path_factory.mktemp("sweeps")
+    for name in ("first", "failed", "too_many", "median"):
+        (root / name).mkdir()
+    prepare_studies(root)
+    plan = {  # name: (its folder, the command)
+        "first": (root / "first", sweep_command(root / "first", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+                                                *SPACE)),
+        "after_first": (root / "after_first", code("import shutil; shutil.copytree('first', 'after_first')", root)),
+        "second": (root / "first", sweep_command(root / "first", "hydra.sweeper.n_trials=6", *SPACE)),
+        "failed": (root / "failed", sweep_command(root / "failed", "hydra.sweeper.sampler=grid", "x=choice(1,2,3,4)",
+                                                  "fail_above=3.5", "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=2")),
+        "too_many": (root / "too_many", sweep_command(
+            root / "too_many", "x=interval(0,4)", "fail_above=-1", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.max_failure_rate=0.5")),
+        # One at a time: trial 5 sees trials 0-4 finished.
+        "median": (root / "median", sweep_command(
+            root / "median", "x=range(0,60)", "steps=6", "hydra.sweeper.pruner=median",
+            "hydra.sweeper.pruner_min_resource=3", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=1")),
+    }
+    results = run_commands([job for _, job in plan.values()], root, timeout=600)
+    return {name: (result, folder) for (name, (folder, _)), result in zip(plan.items(), results)}
+
+
 @pytest.mark.slow
-def test_sweep_stores_its_trials_and_a_rerun_continues_the_study(tmp_path: Path) -> None:
-    # The search space comes from the sweeper's params (y) and the command line (x).
-    space = ["+hydra.sweeper.params.y='choice(-1,0,1)'", "x=tag(log,interval(0.1,4))", "hydra.sweeper.seed=0"]
-    first = run_sweep(tmp_path, "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *space)
+def test_the_basic_launcher_runs_trials_in_batches_and_says_so(sweeps) -> None:
+    done, _ = sweeps["first"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [line for line in done.stdout.splitlines() if "runs jobs one by one" in line]
+    assert "BasicLauncher" in line and "batches of 2" in line
+
+
+@pytest.mark.slow
+def test_sweep_stores_its_trials_and_a_rerun_continues_the_study(sweeps) -> None:
+    (first, _), (_, after_first) = sweeps["first"], sweeps["after_first"]
     assert first.returncode == 0, first.stderr
-    study = load_study(tmp_path)
+    study = load_study(after_first)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     for trial in study.trials:  # each job ran with its trial's sampled values
         x, y = trial.params["x"], trial.params["y"]
         assert 0.1 <= x <= 4 and y in (-1, 0, 1)
         assert trial.value == pytest.approx((x - 2) ** 2 + y ** 2)
         assert trial.user_attrs["overrides"] == [f"y={y}", f"x={x!r}"]
-    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    results = OmegaConf.load(after_first / "sweep" / "optimization_results.yaml")
     assert results.name == STUDY
     assert results.best_params == study.best_params and results.best_value == study.best_value
     assert results.states == {"COMPLETE": 4}
-    assert (tmp_path / "sweep" / "optimization_history.png").stat().st_size > 0
-    assert (tmp_path / "sweep" / "param_importances.png").stat().st_size > 0
+    assert (after_first / "sweep" / "optimization_history.png").stat().st_size > 0
+    assert (after_first / "sweep" / "param_importances.png").stat().st_size > 0
 
-    second = run_sweep(tmp_path, "hydra.sweeper.n_trials=6", *space)
+    second, folder = sweeps["second"]
     assert second.returncode == 0, second.stderr
-    study = load_study(tmp_path)
+    study = load_study(folder)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6
     new_x = {t.params["x"] for t in study.trials[4:]}
     assert not new_x & {t.params["x"] for t in study.trials[:4]}, "the rerun replayed earlier samples"
     # Job numbers follow trial numbers, so a rerun into the same sweep dir overwrites nothing.
-    assert study.trials[5].user_attrs["output_dir"] == str(tmp_path / "sweep" / "5")
+    assert study.trials[5].user_attrs["output_dir"] == str(folder / "sweep" / "5")
 
 
 @pytest.mark.slow
-def test_failed_and_interrupted_trials_are_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
-    crashed = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{tmp_path}/optuna.db")
-    crashed.ask()  # left RUNNING, as by a sweep that was killed
-    done = run_sweep(tmp_path, "hydra.sweeper.sampler=grid", "x=choice(1,2,3,4)", "fail_above=3.5",
-                     "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=2")
+def test_failed_and_interrupted_trials_are_recorded_and_the_study_goes_on(sweeps) -> None:
+    done, folder = sweeps["failed"]  # its study held a trial left RUNNING (prepare_studies)
     assert done.returncode == 0, done.stderr
     assert "Marking 1 trial(s) left RUNNING by an interrupted sweep as FAIL: [0]" in done.stdout
-    study = load_study(tmp_path)
+    study = load_study(folder)
     assert study.trials[0].state == TrialState.FAIL
     by_x = {t.params["x"]: t for t in study.trials[1:]}
     assert sorted(by_x) == [1, 2, 3, 4]  # the whole grid, once
     assert by_x[4].state == TrialState.FAIL
     assert by_x[4].user_attrs["error"] == "ValueError: x=4 is above 3.5"
     assert [by_x[x].value for x in (1, 2, 3)] == [1.0, 0.0, 1.0]
-    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    results = OmegaConf.load(folder / "sweep" / "optimization_results.yaml")
     assert (results.best_params, results.best_value) == ({"x": 2}, 0.0)
     assert results.states == {"FAIL": 2, "COMPLETE": 3}
 
 
 @pytest.mark.slow
-def test_sweep_stops_when_too_many_trials_fail(tmp_path: Path) -> None:
-    done = run_sweep(tmp_path, "x=interval(0,4)", "fail_above=-1", "hydra.sweeper.n_trials=6",
-                     "hydra.sweeper.n_jobs=2", "hydra.sweeper.max_failure_rate=0.5")
+def test_sweep_stops_when_too_many_trials_fail(sweeps) -> None:
+    done, folder = sweeps["too_many"]
     assert done.returncode == 1
     assert "2 of 2 trials failed in this sweep, above max_failure_rate=0.5" in done.stderr
-    assert [t.state for t in load_study(tmp_path).trials] == [TrialState.FAIL] * 2  # the first batch only
+    assert [t.state for t in load_study(folder).trials] == [TrialState.FAIL] * 2  # the first batch only
 
 
 @pytest.mark.slow
-def test_median_pruner_prunes_a_clearly_worse_trial(tmp_path: Path) -> None:
-    study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{tmp_path}/optuna.db")
-    for x in (2, 3, 2, 1, 2, 50):  # five good trials set the median, then a clearly worse one
-        study.enqueue_trial({"x": x})
-    done = run_sweep(tmp_path, "x=range(0,60)", "steps=6", "hydra.sweeper.pruner=median",
-                     "hydra.sweeper.pruner_min_resource=3", "hydra.sweeper.n_trials=6",
-                     "hydra.sweeper.n_jobs=1")  # one at a time: trial 5 sees trials 0-4 finished
+def test_median_pruner_prunes_a_clearly_worse_trial(sweeps) -> None:
+    done, folder = sweeps["median"]  # its first six trials were enqueued (prepare_studies)
     assert done.returncode == 0, done.stderr
-    study = load_study(tmp_path)
+    study = load_study(folder)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5 + [TrialState.PRUNED]
     assert all(len(t.intermediate_values) == 6 for t in study.trials[:5])
     assert list(study.trials[5].intermediate_values) == [0, 1, 2, 3]  # pruned at the end of warmup
-    status = json.loads((tmp_path / "sweep" / "5" / "status.json").read_text())
+    status = json.loads((folder / "sweep" / "5" / "status.json").read_text())
     assert status == {"status": "pruned"}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -81,12 +82,11 @@ def test_shakespeare_validation_is_the_tail_of_every_play(shakespeare, token_cac
 
 
 def test_fresh_caches_hold_byte_identical_shards(shakespeare, tmp_path):
-    first = prepare_dataset(DataConfig(val_fraction=VAL_FRACTION, cache_dir=str(tmp_path / "a")), progress=False)
-    second = prepare_dataset(DataConfig(val_fraction=VAL_FRACTION, cache_dir=str(tmp_path / "b")), progress=False)
-    assert first.cache_dir.name == second.cache_dir.name == shakespeare.cache_dir.name
+    """A preparation in a fresh cache against the session's (itself prepared in a fresh one)."""
+    fresh = prepare_dataset(DataConfig(val_fraction=VAL_FRACTION, cache_dir=str(tmp_path / "a")), progress=False)
+    assert fresh.cache_dir != shakespeare.cache_dir and fresh.cache_dir.name == shakespeare.cache_dir.name
     for split in ("train.bin", "val.bin"):
-        assert sha256(first.cache_dir / split) == sha256(second.cache_dir / split) \
-            == sha256(shakespeare.cache_dir / split)
+        assert sha256(fresh.cache_dir / split) == sha256(shakespeare.cache_dir / split)
 
 
 def test_cached_shards_are_reused_and_reported(shakespeare, capsys):
@@ -98,9 +98,11 @@ def test_cached_shards_are_reused_and_reported(shakespeare, capsys):
     assert (shakespeare.cache_dir / "train.bin").stat().st_mtime_ns == before
 
 
-def test_damaged_cache_entry_is_prepared_again(tmp_path, capsys):
+def test_damaged_cache_entry_is_prepared_again(shakespeare, tmp_path, capsys):
+    shutil.copytree(shakespeare.cache_dir, tmp_path / shakespeare.cache_dir.name)  # a whole entry, prepared
     cfg = DataConfig(val_fraction=VAL_FRACTION, cache_dir=str(tmp_path))
     val = prepare_dataset(cfg, progress=False).val.path
+    assert val.parent.parent == tmp_path
     digest = sha256(val)
     with open(val, "r+b") as file:
         file.truncate(1000)

@@ -21,7 +21,8 @@ from slurm_cluster import slurm_cluster, slurm_executor, wait_for_jobs, wait_for
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 TARGET = 40
-STEP_S = 0.2
+STEP_S = 0.2  # 7 s of counting after count=5, for the signal to find the job still counting
+RESUMED_STEP_S = 0.01  # the requeued job need not leave time for anything: it finishes the count
 # A limit under 10 minutes makes submitit count any USR2 as the pre-timeout signal: it
 # grants min(0.8 x limit, limit - 10 min) of walltime before calling a signal a timeout.
 TIMEOUT_MIN = 5
@@ -38,7 +39,8 @@ class CountWithCheckpoint(submitit.helpers.Checkpointable):
 
     The count reaches disk only in `checkpoint()`, which submitit calls on the pre-timeout
     signal. The requeued job is a fresh instance that resumes from that file, as a Hydra
-    job requeued by hydra-submitit-launcher resumes from its own checkpoint.
+    job requeued by hydra-submitit-launcher resumes from its own checkpoint; nothing waits
+    on it, so it counts at RESUMED_STEP_S.
     """
 
     def __init__(self, state_file: Path, target: int, step_s: float) -> None:
@@ -61,7 +63,7 @@ class CountWithCheckpoint(submitit.helpers.Checkpointable):
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(str(self.count))
         os.replace(tmp, self.state_file)
-        return DelayedSubmission(CountWithCheckpoint(self.state_file, self.target, self.step_s))
+        return DelayedSubmission(CountWithCheckpoint(self.state_file, self.target, RESUMED_STEP_S))
 
 
 def submit_and_signal(tmp_path: Path, max_num_timeout: int) -> submitit.Job:

@@ -1,20 +1,24 @@
 """`sweep.seeds=N` through the real command line: the dry run lists and counts the seeded
 jobs, a real sweep runs them at their seeds, and every misuse is one `error:` line naming
-the key, with exit code 2."""
+the key, with exit code 2. The commands run one after another in one process
+(tests/fixtures/one_process.py). The dry runs price their jobs for a GPU (device=cuda): on
+the CPU a dry run would first time each shape here, which tests/test_dry_run_costs.py checks."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import TINY, run_app, run_in_processes
+from conftest import TINY, run_in_processes
 from llm_sweep.core.config import SweepConfig
 from llm_sweep.core.errors import ConfigError
 from llm_sweep.core.rules import check
 from llm_sweep.sweeping.seeds import seed_range
 
-DRY = "sweep.dry_run=true tracking=none"
+DRY = "sweep.dry_run=true tracking=none device=cuda"
+SHOWN = "tracking=none device=cuda"  # what each job line shows of DRY (sweep.dry_run is left out)
 # (what the user types, what the error line must say after "error: sweep.seeds")
 REFUSED = [
     ("--multirun sweep.seeds=0", "=0 is not allowed: must be >= 1"),
@@ -26,6 +30,8 @@ REFUSED = [
     ("--multirun +sweep=lr_search_cpu sweep.seeds=3", "=3 needs Hydra's basic sweeper, not "),
     ("--multirun sweep.seeds=2,3", " takes one number >= 1, not a sweep (sweep.seeds=2,3)"),
 ]
+# A real sweep of two seeds: two jobs of two training steps.
+REAL = " ".join(["--multirun", *TINY, "budget.steps=2", "sweep.seeds=2"])
 LISTED = [
     "--multirun model.n_embd=64,128 sweep.seeds=3",
     "--multirun model.n_embd=64,128 sweep.seeds=1",
@@ -36,16 +42,17 @@ LISTED = [
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory) -> dict[str, dict]:
-    """Every dry run and refusal run once, in two processes side by side
-    (tests/fixtures/one_process.py): {typed: {rc, out}}, `out` being stdout and stderr together."""
+    """Every dry run and refusal, and the real sweep, run once, one after another in one process
+    (tests/fixtures/one_process.py): {typed: {rc, out, cwd}}, `out` being stdout and stderr together."""
     root = tmp_path_factory.mktemp("seeds")
     typed = LISTED + [case for case, _ in REFUSED]
     jobs = []
-    for index, case in enumerate(typed):
+    for index, case in enumerate([*typed, REAL]):
         (root / str(index)).mkdir()
-        jobs.append({"module": "llm_sweep", "cwd": str(root / str(index)),
-                     "args": [*case.split(), *DRY.split(), "hydra.sweep.dir=sweep"]})
-    return dict(zip(typed, run_in_processes(jobs, root)))
+        args = [*case.split(), *(DRY.split() if case != REAL else []), "hydra.sweep.dir=sweep"]
+        jobs.append({"module": "llm_sweep", "cwd": str(root / str(index)), "args": args})
+    results = run_in_processes(jobs, root, processes=1)
+    return {case: {**result, "cwd": Path(job["cwd"])} for case, job, result in zip([*typed, REAL], jobs, results)}
 
 
 def job_lines(stdout: str) -> list[str]:
@@ -58,7 +65,7 @@ def test_the_dry_run_lists_every_combination_at_every_seed_seed_outermost(cli):
     assert result["rc"] == 0, result["out"][-2000:]
     assert "6 job(s):" in result["out"] and "Total: 6 job(s)" in result["out"]
     assert job_lines(result["out"]) == [
-        f"#{2 * i + j} : seed={seed} model.n_embd={width} tracking=none"
+        f"#{2 * i + j} : seed={seed} model.n_embd={width} {SHOWN}"
         for i, seed in enumerate((1337, 1338, 1339)) for j, width in enumerate((64, 128))]
 
 
@@ -66,9 +73,8 @@ def test_the_dry_run_lists_every_combination_at_every_seed_seed_outermost(cli):
 def test_one_seed_is_the_sweep_as_it_was(cli):
     once, plain = cli[LISTED[1]], cli[LISTED[2]]
     assert once["rc"] == plain["rc"] == 0
-    assert job_lines(plain["out"]) == ["#0 : model.n_embd=64 tracking=none",
-                                       "#1 : model.n_embd=128 tracking=none"]
-    assert job_lines(once["out"]) == [line.replace("tracking=none", "sweep.seeds=1 tracking=none")
+    assert job_lines(plain["out"]) == [f"#0 : model.n_embd=64 {SHOWN}", f"#1 : model.n_embd=128 {SHOWN}"]
+    assert job_lines(once["out"]) == [line.replace(SHOWN, f"sweep.seeds=1 {SHOWN}")
                                       for line in job_lines(plain["out"])]
 
 
@@ -94,16 +100,15 @@ def test_misuse_is_one_line_naming_the_key_with_exit_code_2(cli, typed, says):
 
 
 @pytest.mark.slow
-def test_a_real_sweep_runs_each_job_at_its_seed(tmp_path):
-    result = run_app(["--multirun", *TINY, "budget.steps=2", "sweep.seeds=2", "hydra.sweep.dir=sweep"],
-                     cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = [tmp_path / "sweep" / str(num) for num in (0, 1)]
+def test_a_real_sweep_runs_each_job_at_its_seed(cli):
+    result = cli[REAL]
+    assert result["rc"] == 0, result["out"][-3000:]
+    jobs = [result["cwd"] / "sweep" / str(num) for num in (0, 1)]
     assert [OmegaConf.load(job / ".hydra" / "config.yaml").seed for job in jobs] == [1337, 1338]
     overrides = [list(OmegaConf.load(job / ".hydra" / "overrides.yaml")) for job in jobs]
     assert [o[0] for o in overrides] == ["seed=1337", "seed=1338"]
     assert not any("sweep.seeds" in x for o in overrides for x in o)  # each job is one seed
-    assert "2/2 jobs finished" in result.stdout
+    assert "2/2 jobs finished" in result["out"]
 
 
 def test_the_seeds_run_from_the_base_within_the_seed_rule():

@@ -13,6 +13,9 @@ from conftest import TINY, run_app
 from slurm_cluster import slurm_cluster  # noqa: F401
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
+# Jobs that still train, evaluate and record, at the least cost: 2 steps, one final batch.
+CHEAP = [o for o in TINY if not o.startswith(("budget.steps", "eval.final_batches"))] + [
+    "budget.steps=2", "eval.final_batches=1"]
 
 
 def status(job_dir: Path) -> dict:
@@ -21,7 +24,7 @@ def status(job_dir: Path) -> dict:
 
 def test_slurm_launcher_runs_a_two_job_sweep(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_app(["--multirun", "hydra/launcher=slurm_cpu", *TINY, "model.n_embd=64,128",
+    result = run_app(["--multirun", "hydra/launcher=slurm_cpu", *CHEAP, "model.n_embd=64,128",
                       f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2/2 jobs finished" in result.stdout

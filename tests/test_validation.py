@@ -2,9 +2,14 @@
 
 The rules live on the schema fields (llm_sweep.core.rules). The fast tests check that every key
 has one and that the cross-field rules and messages read right; the slow ones type a bad
-value for every ruled key into the command line: `python -m llm_sweep` as it runs, two
-processes each running half the cases one after another (tests/fixtures/one_process.py:
-the imports once, not a hundred times). tests/test_app.py runs a few as processes of their own.
+value for every ruled key into the command line. Every case goes through the app's own steps in
+this process (tests/fixtures/a_hydra_steps.py): composed as Hydra composes the command line
+(one composition per set of config groups it picks), then Hydra's run or multirun steps with
+the app's task: its callbacks, the job or the Optuna sweeper, the exit code and the line they
+print; a wrongly typed value goes to the command-line check, whose composition fails. One case
+per place a bad value is caught also runs as `python -m llm_sweep`, the cases one after another
+in one process (tests/fixtures/one_process.py), and must print the same line. tests/test_app.py
+runs a few as processes of their own.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import dataclasses
 import importlib.util
 import math
 import typing
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -19,6 +25,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import run_in_processes
+from fixtures.a_hydra_steps import Composer, comparable, outcome
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
 from llm_sweep.core.config import (CONF_DIR, SWEEPS_DIR, BatchConfig, BudgetConfig, RunConfig,
                                    load_config, register_configs)
@@ -27,7 +34,9 @@ from llm_sweep.core.data_config import TOKENIZER_VOCAB_SIZES, DataConfig
 from llm_sweep.core.errors import ConfigError
 from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.core.optim_config import ScheduleConfig
+from llm_sweep.__main__ import hydra_app
 from llm_sweep.core.rules import Rule, check, rule_of
+from llm_sweep.sweeping.command_line import check_command_line
 
 register_configs()
 
@@ -277,6 +286,7 @@ CLI_CASES = [
     ("distributed.timeout=0", "distributed.timeout"),
     ("distributed.timeout=soon", "distributed.timeout"),
     ("distributed.gpus_per_trial=0", "distributed.gpus_per_trial"),
+    ("distributed.trials_per_gpu=0", "distributed.trials_per_gpu"),
     ("distributed.bucket_cap_mb=0.5", "distributed.bucket_cap_mb"),
     ("tracking.backend=wandb", "tracking.backend"),
     ("tracking.log_interval=0", "tracking.log_interval"),
@@ -323,37 +333,94 @@ TYPE_CASES = [
     (MULTIRUN + "hydra.sweeper.n_trials=abc", "hydra.sweeper.n_trials"),
 ]
 CALL_LIMIT_S = 30  # CPU seconds: no case may get as far as training
+# One real command line per place a bad value is caught: the job's load_config (a value, a
+# cross-field rule, a group option with a value), the sweep callbacks (sweep.*), the Optuna
+# sweeper's start, and the composition before Hydra runs (an app key, a sweeper key).
+CLI_SAMPLES = ["model.dropout=1.5", "model.n_embd=120 model.n_head=2",
+               "schedule=wsd schedule.warmup_frac=0.5 schedule.decay_frac=0.6", "sweep.seeds=0",
+               MULTIRUN + "hydra.sweeper.pruner=median hydra.sweeper.storage=null",
+               "model.n_layer=abc", MULTIRUN + "hydra.sweeper.n_trials=abc"]
+
+
+def command_line(typed: str, folder: Path) -> list[str]:
+    """The arguments of a case as the tests type them: no tracking, its own run and sweep folders."""
+    return [*typed.split(), "tracking=none", f"hydra.run.dir={folder / 'run'}", f"hydra.sweep.dir={folder / 'sweep'}"]
 
 
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory) -> dict[str, dict]:
-    """Every case run once, in two processes side by side: {typed: {rc, out, cpu_s}}
-    (`out` is the command's stdout and stderr together)."""
+    """The CLI_SAMPLES run as `python -m llm_sweep`, one after another in one process
+    (tests/fixtures/one_process.py): {typed: {rc, out, cpu_s}} (`out`: stdout and stderr together)."""
     root = tmp_path_factory.mktemp("bad_values")
-    typed = [case for case, _ in CLI_CASES + TYPE_CASES]
     jobs = []
-    for index, case in enumerate(typed):
+    for index, case in enumerate(CLI_SAMPLES):
         (root / str(index)).mkdir()
         jobs.append({"module": "llm_sweep", "cwd": str(root / str(index)),
-                     "args": [*case.split(), "tracking=none", "hydra.run.dir=run", "hydra.sweep.dir=sweep"]})
-    return dict(zip(typed, run_in_processes(jobs, root)))
+                     "args": command_line(case, Path("."))})
+    return dict(zip(CLI_SAMPLES, run_in_processes(jobs, root, processes=1)))
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory) -> dict[str, dict]:
+    """Every case as the app runs it, in this process: {typed: {rc, out, cpu_s}}. A wrong type
+    goes to the command-line check (its composition fails); any other case is composed as
+    Hydra composes it (a_hydra_steps.Composer) and handed to Hydra's run or multirun steps after
+    the composition: the callbacks' start hooks, then the job or the sweeper."""
+    root, composer = tmp_path_factory.mktemp("in_process"), Composer(CONF_DIR)
+    results = {}
+    for index, (typed, _) in enumerate(CLI_CASES + TYPE_CASES):
+        args = command_line(typed, root / str(index))
+        if typed in dict(TYPE_CASES):
+            results[typed] = outcome(lambda: check_command_line(args))
+        else:
+            results[typed] = outcome(lambda: composer.run(composer.config(args), hydra_app))
+    return results
+
+
+def test_a_shared_composition_is_the_composition_of_the_command_line(tmp_path):
+    """What `in_process` composes once per set of group options and then overrides is what
+    Hydra composes from the whole command line, app and hydra node alike."""
+    composer = Composer(CONF_DIR)
+    for typed in ("data.tokenizer=gpt2 model.vocab_size=50000", CLI_SAMPLES[2], CLI_SAMPLES[4],
+                  "--multirun +sweep=isoflop_gpu budget.flops=1e14 +shape=4x64 optim.lr=3e-3"):
+        args = command_line(typed, tmp_path)
+        assert comparable(composer.config(args)) == comparable(composer.compose(args)), typed
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("typed, key", CLI_CASES, ids=[typed for typed, _ in CLI_CASES])
-def test_a_bad_value_is_one_line_naming_the_key_with_exit_code_2(cli_runs, typed, key):
-    result = cli_runs[typed]
-    assert result["rc"] == 2, result["out"][-2000:]
-    assert "Traceback" not in result["out"]
-    last = result["out"].strip().splitlines()[-1]
-    assert last.startswith("error: ") and key in last, last
-    assert result["cpu_s"] < CALL_LIMIT_S
+def test_a_bad_value_is_one_line_naming_the_key_with_exit_code_2(in_process, typed, key):
+    check_one_line(in_process[typed], key)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("typed, key", TYPE_CASES, ids=[typed for typed, _ in TYPE_CASES])
-def test_a_wrongly_typed_value_fails_in_composition_naming_the_key(cli_runs, typed, key):
+def test_a_wrongly_typed_value_fails_in_composition_naming_the_key(in_process, typed, key):
+    check_type_line(in_process[typed], key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("typed", CLI_SAMPLES)
+def test_the_real_command_line_says_the_same(cli_runs, in_process, typed):
+    key = dict(CLI_CASES + TYPE_CASES)[typed]
     result = cli_runs[typed]
+    (check_type_line if typed in dict(TYPE_CASES) else check_one_line)(result, key)
+    assert last_line(result) == last_line(in_process[typed])
+
+
+def last_line(result: dict) -> str:
+    return result["out"].strip().splitlines()[-1]
+
+
+def check_one_line(result: dict, key: str) -> None:
+    assert result["rc"] == 2, result["out"][-2000:]
+    assert "Traceback" not in result["out"]
+    last = last_line(result)
+    assert last.startswith("error: ") and key in last, last
+    assert result["cpu_s"] < CALL_LIMIT_S
+
+
+def check_type_line(result: dict, key: str) -> None:
     assert result["rc"] == 2
     (line,) = result["out"].strip().splitlines()
     assert line.startswith(f"error: Error merging override {key}=") and "Value " in line, line
