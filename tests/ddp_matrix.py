@@ -1,19 +1,28 @@
 """Every training feature at one world size, for tests/test_ddp_matrix.py.
 
     python tests/ddp_matrix.py OUT PHASE...                                   # one process
-    torchrun --standalone --nproc_per_node=2 tests/ddp_matrix.py OUT PHASE... # two ranks
+    torchrun --standalone --nproc_per_node=N tests/ddp_matrix.py OUT PHASE... # N ranks
 
 Runs each case of each PHASE through the real `train()` in one process group (so the
 start-up is paid once per command), each in its own run directory under OUT/w<world size>/,
 and writes what rank 0 saw to OUT/w<world size>/<case>.json: the first-step loss, the final
 validation loss, steps, tokens and the binding budget, or how the run stopped.
 
-Phase `train`: the cases, plus runs preempted at step 3 (a checkpoint, then RunInterrupted).
-Phase `resume`: the preempted run of the other world size resumed here with resume=auto.
+Phase `train`: the cases and the default batch, plus the run to resume, uninterrupted and
+preempted at step 3 (a checkpoint, then RunInterrupted).
+Phase `reference`: only the run to resume, uninterrupted and preempted.
+Phase `resume:N`: the run preempted at world size N resumed here with resume=auto, in
+OUT/w<world size>/resumed_from_w<N>.
+
+Each case's config is composed once, by the first process that needs it, and kept in
+OUT/configs for the others: every world size trains the very same RunConfig.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -42,7 +51,7 @@ CASES = {
                            "batch.grad_accum=1"],
     "adamw_onecycle_flops": ["optim=adamw", "schedule=onecycle", "budget.steps=null",
                              "budget.flops=1.2e9", "batch.grad_accum=3"],
-    "adamw_time": ["optim=adamw", "budget.steps=null", "budget.time=2s", "batch.grad_accum=2"],
+    "adamw_time": ["optim=adamw", "budget.steps=null", "budget.time=1s", "batch.grad_accum=2"],
     "compiled": ["optim=adamw", "budget.steps=4", "batch.grad_accum=2", "compile=true"],
     # every parametrization: per-group learning rates and multipliers on every rank
     "mup_sophiag": ["optim=sophiag", "optim.hessian_interval=2", "model.parametrization=mup",
@@ -50,6 +59,10 @@ CASES = {
     "completep_adamw": ["optim=adamw", "model.parametrization=completep", "model.base_width=32",
                         "model.base_depth=1", "model.n_layer=2", "budget.steps=6", "batch.grad_accum=1"],
 }
+# The default config (the tiny preset, batch.grad_accum=1: two ranks split each micro-batch's
+# rows), composed without BASE.
+DEFAULT_BATCH = ["tracking=none", "budget.steps=3", "data.tokenizer=bytes", "compile=false",
+                 "tracking.log_interval=1", "eval.final_batches=2", "distributed.timeout=60s"]
 RESUMED = ["optim=adamw", "schedule=cosine", "budget.steps=8", "batch.grad_accum=2"]
 PREEMPT_AT = 3
 register_configs()
@@ -67,9 +80,20 @@ class PreemptAt(Sink):
             self.stop.request(PREEMPTED, "test")
 
 
-def run_config(overrides: list[str]):
+def run_config(overrides: list[str], base: list[str] = BASE, kept: Path | None = None):
+    """The validated config of `base` + `overrides`; with `kept`, composed once and kept there."""
+    overrides = [*base, *overrides]
+    path = kept / f"{hashlib.sha1(json.dumps(overrides).encode()).hexdigest()}.pkl" if kept else None
+    if path is not None and path.exists():
+        return load_config(pickle.loads(path.read_bytes()))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return load_config(compose(config_name="config", overrides=[*BASE, *overrides]))
+        run = load_config(compose(config_name="config", overrides=overrides))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}")
+        partial.write_bytes(pickle.dumps(run))
+        partial.rename(path)  # whole, for a process reading it at the same time
+    return run
 
 
 def first_loss(run_dir: Path) -> float:
@@ -80,12 +104,14 @@ def first_loss(run_dir: Path) -> float:
     raise AssertionError(f"no train/loss in {run_dir}")
 
 
-def run_case(world: World, name: str, overrides: list[str], out: Path, preempt_at: int | None = None) -> None:
+def run_case(world: World, name: str, overrides: list[str], out: Path, preempt_at: int | None = None,
+             base: list[str] = BASE) -> None:
     run_dir = out / name
     stop = StopRequest()
     sinks = [PreemptAt(stop, preempt_at)] if preempt_at else []
     try:
-        summary = train(run_config(overrides), run_dir, sinks=sinks, stop=stop, world=world)
+        summary = train(run_config(overrides, base, out.parent / "configs"), run_dir, sinks=sinks, stop=stop,
+                        world=world)
         result = {key: summary[key] for key in ("val_loss", "steps", "tokens", "binding_budget")}
     except RunInterrupted:
         result = {"interrupted": True}
@@ -95,21 +121,27 @@ def run_case(world: World, name: str, overrides: list[str], out: Path, preempt_a
 
 
 def train_phase(world: World, here: Path) -> None:
-    """Every case, then the same run twice: uninterrupted, and preempted at PREEMPT_AT."""
+    """Every case and the default batch, then the run to resume."""
     for name, overrides in CASES.items():
         run_case(world, name, overrides, here)
+    run_case(world, "default_batch", DEFAULT_BATCH, here, base=[])
+    reference_phase(world, here)
+
+
+def reference_phase(world: World, here: Path) -> None:
+    """The same run twice: uninterrupted, and preempted at PREEMPT_AT."""
     run_case(world, "uninterrupted", RESUMED, here)
     run_case(world, "preempted", RESUMED, here, preempt_at=PREEMPT_AT)
 
 
-def resume_phase(world: World, out: Path, here: Path) -> None:
-    """Resume, on this world size, the run the other one preempted."""
-    other = out / f"w{3 - world.world_size}" / "preempted"
+def resume_phase(world: World, out: Path, here: Path, written_by: int) -> None:
+    """Resume, on this world size, the run preempted at world size `written_by`."""
+    name = f"resumed_from_w{written_by}"
     if world.is_main:
-        shutil.copytree(other, here / "resumed")
+        shutil.copytree(out / f"w{written_by}" / "preempted", here / name)
     if world.distributed:
         dist.barrier()  # every rank reads the checkpoint once rank 0 has copied it
-    run_case(world, "resumed", [*RESUMED, "resume=auto"], here)
+    run_case(world, name, [*RESUMED, "resume=auto"], here)
 
 
 def main(out: Path, phases: list[str]) -> None:
@@ -119,8 +151,10 @@ def main(out: Path, phases: list[str]) -> None:
     for phase in phases:
         if phase == "train":
             train_phase(world, here)
+        elif phase == "reference":
+            reference_phase(world, here)
         else:
-            resume_phase(world, out, here)
+            resume_phase(world, out, here, int(phase.removeprefix("resume:")))
     leave_world()
 
 

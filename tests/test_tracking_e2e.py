@@ -1,4 +1,7 @@
-"""MLflow tracking end to end: the real app in subprocesses, read back with MlflowClient."""
+"""MLflow tracking end to end: the real app in processes of its own, read back with MlflowClient.
+
+The app's processes are forked from one that has imported torch, MLflow and llm_sweep
+(tests/fixtures/c_fork_server.py), which spares each the seconds of those imports."""
 from __future__ import annotations
 
 import json
@@ -6,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, run_app
+from conftest import TINY
+from fixtures.c_fork_server import TRACKED, ForkServer
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +26,8 @@ FINAL_ARTIFACTS = {"config.yaml", "overrides.yaml", "summary.json", "loss_curve.
 
 # Eight tracked jobs at once, each a process of its own with its own database connection,
 # used the way training uses the tracker: start, 200 logged steps, finish. They are forked
-# from one parent that has done the imports (seconds each), not the database access.
+# from one parent that has done the imports (seconds each), not the database access (the
+# parent itself is forked from the server, which has done them already).
 CONCURRENT_JOBS = """
 import multiprocessing
 import sys
@@ -76,22 +80,20 @@ def only_experiment_runs(client: MlflowClient, experiment: str) -> list:
 
 
 class MlflowServer:
-    """`mlflow server` on a free port in its own process group (it forks workers)."""
+    """`mlflow server` on a free port in its own process group (it starts uvicorn's process)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, app: ForkServer):
         self.uri = f"http://127.0.0.1:{free_port()}"
-        self.log = open(root / "server.log", "w")
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-             f"sqlite:///{root}/server.db", "--host", "127.0.0.1",
-             "--port", self.uri.rsplit(":", 1)[1], "--workers", "1"],
-            cwd=root, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        self.log = root / "server.err"
+        self.proc = app.start(["server", "--backend-store-uri", f"sqlite:///{root}/server.db", "--host", "127.0.0.1",
+                               "--port", self.uri.rsplit(":", 1)[1], "--workers", "1"], root, module="mlflow",
+                              env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=root / "server.out",
+                              stderr=self.log, start_new_session=True)
 
     def wait_ready(self, timeout_s: float = 120) -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, Path(self.log.name).read_text()[-2000:]
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
                     if response.status == 200:
@@ -106,20 +108,28 @@ class MlflowServer:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.log.close()
+            self.proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> ForkServer:
+    """Runs `python -m llm_sweep` (or a script, or `python -m mlflow server`) in a process
+    forked from one that has done the imports."""
+    server = ForkServer([*TRACKED, "mlflow.cli"], tmp_path_factory.mktemp("fork_server"))
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def mlflow_server(tmp_path_factory):
+def mlflow_server(tmp_path_factory, app):
     """Started with the module so its ~20 s start-up overlaps the other tests."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"), app)
     yield server
     server.stop()
 
 
-def test_a_run_logs_params_metrics_tags_artifacts_in_the_default_store(tmp_path):
-    done = run_app([*TRACKED_TINY, "tracking.log_interval=2", "hydra.run.dir=run"], cwd=tmp_path)
+def test_a_run_logs_params_metrics_tags_artifacts_in_the_default_store(tmp_path, app):
+    done = app.run([*TRACKED_TINY, "tracking.log_interval=2", "hydra.run.dir=run"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")  # resolved against the start dir
     (run,) = only_experiment_runs(client, "llm_sweep")
@@ -149,9 +159,9 @@ def test_a_run_logs_params_metrics_tags_artifacts_in_the_default_store(tmp_path)
     assert not (tmp_path / "mlruns").exists()
 
 
-def test_a_multirun_nests_its_jobs_under_one_parent_that_names_the_best(tmp_path):
+def test_a_multirun_nests_its_jobs_under_one_parent_that_names_the_best(tmp_path, app):
     # the third job diverges: FAILED with its error, and never the best
-    done = run_app(["--multirun", *TRACKED_TINY, "optim.lr=1e-3,4e-3,1e30",
+    done = app.run(["--multirun", *TRACKED_TINY, "optim.lr=1e-3,4e-3,1e30",
                     "hydra.sweep.dir=sweep"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
@@ -176,12 +186,11 @@ def test_a_multirun_nests_its_jobs_under_one_parent_that_names_the_best(tmp_path
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"sweep.yaml"}
 
 
-def test_eight_jobs_starting_at_once_on_a_fresh_sqlite_file_lose_nothing(tmp_path):
+def test_eight_jobs_starting_at_once_on_a_fresh_sqlite_file_lose_nothing(tmp_path, app):
     script = tmp_path / "jobs.py"
     script.write_text(CONCURRENT_JOBS)
     uri = f"sqlite:///{tmp_path}/fresh.db"
-    done = subprocess.run([sys.executable, str(script), uri, str(tmp_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    done = app.run([uri, str(tmp_path)], tmp_path, script=script, module=None)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "database is locked" not in done.stderr and "not logged" not in done.stderr
     client = MlflowClient(uri)
@@ -194,9 +203,9 @@ def test_eight_jobs_starting_at_once_on_a_fresh_sqlite_file_lose_nothing(tmp_pat
             assert sorted(steps) == list(range(1, 201)), (run.info.run_name, key)
 
 
-def test_an_unreachable_server_leaves_training_successful_with_a_warning(tmp_path):
+def test_an_unreachable_server_leaves_training_successful_with_a_warning(tmp_path, app):
     start = time.monotonic()
-    done = run_app([*TRACKED_TINY, f"tracking.uri=http://127.0.0.1:{free_port()}",
+    done = app.run([*TRACKED_TINY, f"tracking.uri=http://127.0.0.1:{free_port()}",
                     "hydra.run.dir=run"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert time.monotonic() - start < 90
@@ -207,9 +216,9 @@ def test_an_unreachable_server_leaves_training_successful_with_a_warning(tmp_pat
     assert (tmp_path / "run" / "summary.json").exists()
 
 
-def test_a_tracking_server_receives_the_run_over_http(tmp_path, mlflow_server):
+def test_a_tracking_server_receives_the_run_over_http(tmp_path, mlflow_server, app):
     uri = mlflow_server.wait_ready()
-    done = run_app([*TRACKED_TINY, f"tracking.uri={uri}", "tracking.experiment=over-http",
+    done = app.run([*TRACKED_TINY, f"tracking.uri={uri}", "tracking.experiment=over-http",
                     "hydra.run.dir=run"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(uri)

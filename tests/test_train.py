@@ -1,6 +1,9 @@
-"""The training function: determinism, exact resume, budgets, schedule end, divergence."""
+"""The training function: determinism, exact resume, budgets, schedule end, divergence.
+Compiling costs seconds: the compiled checks share one compiled run."""
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 from pathlib import Path
@@ -20,6 +23,12 @@ register_configs()
 
 
 def tiny_run(*overrides: str) -> RunConfig:
+    """TINY with `overrides`, composed once per distinct overrides (a copy: a test may change it)."""
+    return copy.deepcopy(_composed(overrides))
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: tuple[str, ...]) -> RunConfig:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(config_name="config", overrides=[*TINY, "tracking.log_interval=1", *overrides])
     return load_config(cfg)
@@ -61,10 +70,10 @@ def test_resume_after_interruption_is_bit_exact(tmp_path, optim):
 
 @pytest.mark.slow
 def test_time_budget_is_honoured_within_one_step(tmp_path):
-    summary = train(tiny_run("budget.steps=null", "budget.time=3s"), tmp_path)
+    summary = train(tiny_run("budget.steps=null", "budget.time=1s"), tmp_path)
     step_s = [r["perf/step_ms"] / 1000 for r in records(tmp_path) if "perf/step_ms" in r]
     assert summary["binding_budget"] == "time"
-    assert 3.0 <= summary["time_s"]["train"] <= 3.0 + 2 * max(step_s)
+    assert 1.0 <= summary["time_s"]["train"] <= 1.0 + 2 * max(step_s)
 
 
 @pytest.mark.slow
@@ -98,19 +107,26 @@ def test_summary_json_lands_with_the_final_metrics(tmp_path):
     assert math.isclose(final["final/val_ppl"], math.exp(summary["val_loss"]))
 
 
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[dict, Path]:
+    """tiny compiled, 4 steps in one log window: its summary and run directory."""
+    run_dir = tmp_path_factory.mktemp("compiled")
+    return train(tiny_run("compile=true", "budget.steps=4", "tracking.log_interval=4"), run_dir), run_dir
+
+
 @pytest.mark.slow
-def test_compiled_cpu_run_of_tiny(tmp_path):
-    summary = train(tiny_run("compile=true", "budget.steps=3"), tmp_path)
-    assert summary["time_s"]["compile"] > 0 and summary["steps"] == 3
+def test_compiled_cpu_run_of_tiny(compiled):
+    summary, _ = compiled
+    assert summary["time_s"]["compile"] > 0 and summary["steps"] == 4
     assert math.isfinite(summary["val_loss"])
 
 
 @pytest.mark.slow
-def test_the_first_window_after_a_compiled_step_counts_only_timed_steps(tmp_path):
+def test_the_first_window_after_a_compiled_step_counts_only_timed_steps(compiled):
     # One log window over all 4 steps, the first of which compiles: the window's tokens/s
     # must be the timed steps' tokens over their time, exactly what the summary reports.
-    summary = train(tiny_run("compile=true", "budget.steps=4", "tracking.log_interval=4"), tmp_path)
-    (window,) = [r for r in records(tmp_path) if "perf/tokens_per_s" in r]
+    summary, run_dir = compiled
+    (window,) = [r for r in records(run_dir) if "perf/tokens_per_s" in r]
     assert window["perf/tokens_per_s"] == pytest.approx(summary["tokens_per_s"], rel=1e-12)
     assert window["perf/mfu"] == pytest.approx(summary["mfu"], rel=1e-12)
 

@@ -201,8 +201,12 @@ def gpu_count() -> int:
 
 
 def register_configs() -> None:
+    """Store the schemas and the named sweeps in Hydra's ConfigStore (once per process: a
+    second call finds them there and returns)."""
     OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True)
     cs = ConfigStore.instance()
+    if "run_schema.yaml" in cs.repo:
+        return
     cs.store(name="run_schema", node=RunConfig)
     # Model presets are `_global_` (they bring their batch/budget/data), typed by run_schema.
     for group, node in [

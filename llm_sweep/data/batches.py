@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from llm_sweep.core.errors import DataError
-from llm_sweep.data.shards import TokenShard
+from llm_sweep.data.shards import TokenShard, eval_batch_count
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -110,14 +110,6 @@ def iter_eval_batches(shard: TokenShard, micro_batch_size: int, seq_len: int,
     device = torch.device(device)
     return (_to_device(shard.tokens[group[:, None] + window], device)
             for group in groups[:max_batches][rank::world_size])
-
-
-def eval_batch_count(tokens: int, micro_batch_size: int, seq_len: int,
-                     max_batches: int | None = None) -> int:
-    """How many batches `iter_eval_batches` yields, over all processes together, on a split
-    of `tokens` tokens: its full batches of windows, or the one partial batch of a short split."""
-    count = ((tokens - 1) // seq_len) // micro_batch_size or 1
-    return count if max_batches is None else min(count, max_batches)
 
 
 def _eval_groups(shard: TokenShard, micro_batch_size: int, seq_len: int) -> list[np.ndarray]:

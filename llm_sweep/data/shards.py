@@ -109,3 +109,11 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def eval_batch_count(tokens: int, micro_batch_size: int, seq_len: int,
+                     max_batches: int | None = None) -> int:
+    """How many batches `iter_eval_batches` yields, over all processes together, on a split
+    of `tokens` tokens: its full batches of windows, or the one partial batch of a short split."""
+    count = ((tokens - 1) // seq_len) // micro_batch_size or 1
+    return count if max_batches is None else min(count, max_batches)

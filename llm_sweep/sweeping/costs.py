@@ -20,7 +20,7 @@ from llm_sweep.core.budget import Budget
 from llm_sweep.core.config import RunConfig
 from llm_sweep.core.model_config import parametrization_label
 from llm_sweep.core.size import flops_per_token, param_count
-from llm_sweep.data.batches import eval_batch_count
+from llm_sweep.data.shards import eval_batch_count
 from llm_sweep.plan.presets import DEFAULT_MFU, DEFAULT_PEAK_FLOPS
 from llm_sweep.training.metrics import tokens_per_s_at_mfu
 

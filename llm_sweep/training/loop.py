@@ -21,7 +21,7 @@ from llm_sweep.core.run_record import (ELAPSED_S, LR, METRICS_FILE, PEAK_MEM_GB,
                                        TOKENS, TOKENS_PER_PARAM, TOKENS_PER_S, TRAIN_LOSS, VAL_ACC,
                                        VAL_LOSS, VAL_PPL, write_json)
 from llm_sweep.core.world import World
-from llm_sweep.data.batches import eval_batch_count
+from llm_sweep.data.shards import eval_batch_count
 from llm_sweep.hardware import peak_memory_bytes
 from llm_sweep.training.distributed import agree_max, mean_over_world
 from llm_sweep.training.metrics import MetricsWindow
