@@ -282,10 +282,11 @@ def sweeps(stopped_sweep: Stopped, tmp_path_factory) -> dict[str, tuple[Ran, Pat
     - `asynchronous` and `batched`: the six UNEVEN trials, two at a time, asynchronous, then
       in batches;
     - `continued`: the asynchronous sweep's study continued to 8 trials, in its folder;
+    - `seeded`: two trials of two seeds each, both trials in flight at once;
     - `rerun`: the study of the sweep Ctrl-C stopped, run again with a 1 s timeout and trials
       of 3 s (8 trials wanted, 2 done: 6 to run).
     {name: (its result, its folder)}."""
-    folders = {name: tmp_path_factory.mktemp(name) for name in ("pruned", "asynchronous", "batched")}
+    folders = {name: tmp_path_factory.mktemp(name) for name in ("pruned", "asynchronous", "batched", "seeded")}
     prepare_pruned_study(folders["pruned"])
     new_study(folders["asynchronous"], *UNEVEN)
     new_study(folders["batched"], *UNEVEN)
@@ -297,6 +298,8 @@ def sweeps(stopped_sweep: Stopped, tmp_path_factory) -> dict[str, tuple[Ran, Pat
         "asynchronous": (folders["asynchronous"], [*uneven, "hydra.sweeper.asynchronous=true"]),
         "batched": (folders["batched"], [*uneven, "hydra.sweeper.asynchronous=false"]),
         "continued": (folders["asynchronous"], [*SPACE, "hydra.sweeper.n_trials=8"]),
+        "seeded": (folders["seeded"], ["hydra.sweeper.sampler=grid", "x=choice(1,3)", "noise=0.5", "hydra.sweeper.seeds=[0,1]",
+                                       "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]),
         "rerun": (stopped_sweep.folder, ["x=interval(0,4)", "sleep=3", "hydra.sweeper.timeout=1s",
                                          "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2"]),
     }
@@ -321,6 +324,19 @@ def test_async_trials_keep_every_slot_busy_and_beat_batches(sweeps) -> None:
     # Batches wait for their long trial twice; slots refilled at once run both long ones side by side.
     assert spans["asynchronous"] < spans["batched"] - LONG_S / 2
     assert walls["asynchronous"] < walls["batched"]
+
+
+@pytest.mark.slow
+def test_an_async_trial_of_two_seeds_ends_when_both_have(sweeps) -> None:
+    done, folder = sweeps["seeded"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = trials_of(folder)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for trial in trials:  # the mean of seeds 0 and 1: noise 0.5 x 0.5
+        assert trial.value == pytest.approx((trial.params["x"] - 2) ** 2 + 0.25)
+        dirs = [folder / "sweep" / str(2 * trial.number + i) for i in range(2)]
+        assert trial.user_attrs["output_dirs"] == [str(d) for d in dirs]
+        assert [OmegaConf.load(d / ".hydra" / "config.yaml").seed for d in dirs] == [0, 1]
 
 
 @pytest.mark.slow

@@ -289,6 +289,8 @@ TABLE: dict[str, Entry] = {
         "the trained sweep's experiment stands in for the GPU sweep's",
         swap=(("width_vs_depth", "width_vs_depth_cpu"),), expect="summary.md", shared=True, after=SWEEP),
     # docs/mup.md
+    "python -m llm_sweep --multirun +sweep=mup_base_cpu": shrunk(
+        LONG, *DRY, expect="each trial 3 jobs, seeds 1337, 1338, 1339, its value their mean"),
     "python -m llm_sweep --multirun model.parametrization=mup model.base_width=128 model.n_embd=128 "
     "optim.lr=5e-4,1e-3,2e-3,4e-3": shrunk(LONG, *DRY, expect="4 job(s)"),
     "python -m llm_sweep --multirun model.parametrization=mup model.base_width=128 model.n_embd=256,512,1024 "

@@ -26,6 +26,7 @@ from fixtures.b_cli_batch import Ran, code, command, run_commands
 from hydra_plugins.llm_sweep_optuna._impl import absolute_storage_url
 from hydra_plugins.llm_sweep_optuna._outcome import TrialOutcome, trial_outcome
 from hydra_plugins.llm_sweep_optuna._search_space import format_value, parse_search_space
+from hydra_plugins.llm_sweep_optuna._trials import combined_outcome
 from hydra_plugins.llm_sweep_optuna.optuna_sweeper import OptunaSweeper
 from hydra_plugins.llm_sweep_optuna.pruning import (PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, TRIAL_ENV,
                                                     OptunaPruningReporter, build_pruner)
@@ -242,7 +243,7 @@ def sweeps(tmp_path_factory) -> dict[str, tuple[Ran, Path]]:
     folder)}. `after_first` is a copy of folder `first` as its first sweep left it, before
     the second one continued its study."""
     root = tmp_path_factory.mktemp("sweeps")
-    for name in ("first", "failed", "too_many", "median"):
+    for name in ("first", "failed", "too_many", "median", "seeded"):
         (root / name).mkdir()
     prepare_studies(root)
     plan = {  # name: (its folder, the command)
@@ -255,6 +256,11 @@ def sweeps(tmp_path_factory) -> dict[str, tuple[Ran, Path]]:
         "too_many": (root / "too_many", sweep_command(
             root / "too_many", "x=interval(0,4)", "fail_above=-1", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
             "hydra.sweeper.max_failure_rate=0.5")),
+        # Each trial at three seeds, its value their mean; the best params written as a config.
+        "seeded": (root / "seeded", sweep_command(
+            root / "seeded", "hydra.sweeper.sampler=grid", "x=choice(1,4)", "noise=0.5", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_jobs=2", "hydra.sweeper.seeds=[3,4,5]", "hydra.sweeper.overlay=tuned/best.yaml",
+            "hydra.sweeper.overlay_keys=[noise]")),
         # One at a time: trial 5 sees trials 0-4 finished.
         "median": (root / "median", sweep_command(
             root / "median", "x=range(0,60)", "steps=6", "hydra.sweeper.pruner=median",
@@ -315,6 +321,55 @@ def test_failed_and_interrupted_trials_are_recorded_and_the_study_goes_on(sweeps
     results = OmegaConf.load(folder / "sweep" / "optimization_results.yaml")
     assert (results.best_params, results.best_value) == ({"x": 2}, 0.0)
     assert results.states == {"FAIL": 2, "COMPLETE": 3}
+
+
+@pytest.mark.slow
+def test_a_trial_of_several_seeds_runs_each_and_is_worth_their_mean(sweeps) -> None:
+    """hydra.sweeper.seeds=[3,4,5]: each trial is three jobs, numbered in a block per trial,
+    one per seed; its value is their mean, and the best trial's params (with the listed keys
+    of the sweep) become a config file of the global package."""
+    done, folder = sweeps["seeded"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load_study(folder)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for trial in study.trials:
+        x = trial.params["x"]
+        assert trial.value == pytest.approx((x - 2) ** 2 + 0.5 * 4)  # the mean of seeds 3, 4 and 5
+        assert trial.user_attrs["seeds"] == [3, 4, 5]
+        dirs = [folder / "sweep" / str(3 * trial.number + i) for i in range(3)]
+        assert trial.user_attrs["output_dirs"] == [str(d) for d in dirs]
+        assert [OmegaConf.load(d / ".hydra" / "config.yaml").seed for d in dirs] == [3, 4, 5]
+        assert [OmegaConf.load(d / ".hydra" / "config.yaml").x for d in dirs] == [x] * 3
+    overlay = folder / "sweep" / "tuned" / "best.yaml"
+    lines = overlay.read_text().splitlines()
+    assert lines[0] == "# @package _global_"
+    assert f"trial {study.best_trial.number} of 2" in lines[1] and "the mean over seeds [3, 4, 5]" in lines[1]
+    assert OmegaConf.to_container(OmegaConf.load(overlay)) == {"noise": 0.5, "x": study.best_params["x"]}
+    assert study.best_params["x"] == 1
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"seeds": [1, 2], "pruner": "median"}, "hydra.sweeper.seeds=[1, 2] runs each trial at 2 seeds"),
+    ({"seeds": [1, 1]}, "hydra.sweeper.seeds=[1, 1] repeats a seed"),
+    ({"seeds": [1, -1]}, "hydra.sweeper.seeds[1]=-1 is not allowed: must be >= 0"),
+])
+def test_seeds_refuse_a_pruner_and_repeats(settings: dict, message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        OptunaSweeper(**settings)
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize("outcomes, expected", [
+    ([TrialOutcome(TrialState.COMPLETE, 1.0), TrialOutcome(TrialState.COMPLETE, 2.0)],
+     TrialOutcome(TrialState.COMPLETE, 1.5)),
+    ([TrialOutcome(TrialState.COMPLETE, 1.0), TrialOutcome(TrialState.FAIL, error="boom"),
+      TrialOutcome(TrialState.PRUNED)], TrialOutcome(TrialState.FAIL, error="boom")),
+    ([TrialOutcome(TrialState.PRUNED), TrialOutcome(TrialState.COMPLETE, 2.0)], TrialOutcome(TrialState.PRUNED)),
+])
+def test_a_trial_of_several_runs_fails_if_one_does_else_averages(outcomes, expected) -> None:
+    assert combined_outcome(outcomes) == expected
 
 
 @pytest.mark.slow

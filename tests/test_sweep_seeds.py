@@ -26,10 +26,11 @@ REFUSED = [
     ("--multirun seed=1,2 sweep.seeds=2", "=2 sweeps seed, and the sweep already does (seed=1,2)"),
     ("--multirun +sweep=width_vs_depth_cpu +hydra.sweeper.params.seed=\"1,2\" sweep.seeds=2",
      "=2 sweeps seed, and the sweep already does (seed=1,2)"),
-    ("--multirun hydra/sweeper=optuna sweep.seeds=2", "=2 needs Hydra's basic sweeper, not "),
-    ("--multirun +sweep=lr_search_cpu sweep.seeds=3", "=3 needs Hydra's basic sweeper, not "),
     ("--multirun sweep.seeds=2,3", " takes one number >= 1, not a sweep (sweep.seeds=2,3)"),
 ]
+# An Optuna study: each trial at every seed (its value their mean), which a pruner cannot judge.
+OPTUNA_SEEDED = "--multirun +sweep=lr_search_cpu sweep.seeds=3 hydra.sweeper.pruner=null"
+OPTUNA_PRUNED = "--multirun +sweep=lr_search_cpu sweep.seeds=3"
 # A real sweep of two seeds: two jobs of two training steps.
 REAL = " ".join(["--multirun", *TINY, "budget.steps=2", "sweep.seeds=2"])
 LISTED = [
@@ -45,7 +46,7 @@ def cli(tmp_path_factory) -> dict[str, dict]:
     """Every dry run and refusal, and the real sweep, run once, one after another in one process
     (tests/fixtures/one_process.py): {typed: {rc, out, cwd}}, `out` being stdout and stderr together."""
     root = tmp_path_factory.mktemp("seeds")
-    typed = LISTED + [case for case, _ in REFUSED]
+    typed = LISTED + [case for case, _ in REFUSED] + [OPTUNA_SEEDED, OPTUNA_PRUNED]
     jobs = []
     for index, case in enumerate([*typed, REAL]):
         (root / str(index)).mkdir()
@@ -97,6 +98,18 @@ def test_misuse_is_one_line_naming_the_key_with_exit_code_2(cli, typed, says):
     assert result["rc"] == 2, result["out"][-2000:]
     assert "Traceback" not in result["out"] and "Dry run" not in result["out"]
     assert result["out"].strip().splitlines()[-1].startswith("error: sweep.seeds" + says)
+
+
+@pytest.mark.slow
+def test_an_optuna_study_runs_each_trial_at_every_seed_and_refuses_a_pruner(cli):
+    seeded = cli[OPTUNA_SEEDED]
+    assert seeded["rc"] == 0, seeded["out"][-3000:]
+    assert "8 to run, 1 at a time in batches; each trial 3 jobs, seeds 1337, 1338, 1339, its value their mean" \
+        in seeded["out"]
+    pruned = cli[OPTUNA_PRUNED]
+    assert pruned["rc"] == 2, pruned["out"][-3000:]
+    assert pruned["out"].strip().splitlines()[-1].startswith(
+        "error: hydra.sweeper.seeds=[1337, 1338, 1339] runs each trial at 3 seeds and judges their mean")
 
 
 @pytest.mark.slow

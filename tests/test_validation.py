@@ -48,6 +48,8 @@ FREE_FORM = {
     "tracking.uri", "tracking.experiment", "tracking.run_name",
     "hydra.sweeper._target_", "hydra.sweeper.study_name", "hydra.sweeper.storage",
     "hydra.sweeper.params",  # parsed by the override grammar when the sweep starts
+    "hydra.sweeper.overlay",  # a path, written at the end
+    "hydra.sweeper.overlay_keys",  # each one looked up in the sweep's config before any trial
 }
 
 
@@ -324,6 +326,7 @@ CLI_CASES = [
     (MULTIRUN + "hydra.sweeper.pruner_min_resource=0", "hydra.sweeper.pruner_min_resource"),
     (MULTIRUN + "hydra.sweeper.pruner=hyperband", "hydra.sweeper.pruner_min_resource"),
     (MULTIRUN + "hydra.sweeper.timeout=soon", "hydra.sweeper.timeout"),
+    (MULTIRUN + "hydra.sweeper.seeds=[1,-1]", "hydra.sweeper.seeds"),
 ]
 # Wrong types fail in Hydra's composition, checked before Hydra runs: one line, exit code 2.
 TYPE_CASES = [

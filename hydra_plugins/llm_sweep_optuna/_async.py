@@ -13,8 +13,8 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import optuna
 from hydra.core.utils import JobReturn
@@ -28,7 +28,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class Running:
     trial: optuna.Trial
-    job: Any = None  # the submitit handle; None until submitted
+    jobs: List[Any] = field(default_factory=list)  # submitit handles, one per seed, as submitted
+    returns: Dict[int, JobReturn] = field(default_factory=dict)  # by job index, once ended
+
+    def pending(self) -> Dict[Tuple[int, int], Any]:
+        return {(self.trial.number, i): job for i, job in enumerate(self.jobs) if i not in self.returns}
 
 
 def run_async(trials: StudyTrials, jobs: SubmititJobs, n_jobs: int, to_run: int,
@@ -54,10 +58,13 @@ def run_async(trials: StudyTrials, jobs: SubmititJobs, n_jobs: int, to_run: int,
                     check_interrupt()
                 if not running:
                     break
-                for number in jobs.wait_any({n: r.job for n, r in running.items()}, check_interrupt):
-                    entry = running.pop(number)
-                    returns[number] = jobs.result(entry.job)
-                    trials.record(entry.trial, returns[number])
+                pending = {key: job for entry in running.values() for key, job in entry.pending().items()}
+                for number, index in jobs.wait_any(pending, check_interrupt):
+                    entry = running[number]
+                    entry.returns[index] = returns[trials.job_number(entry.trial, index)] = jobs.result(
+                        entry.jobs[index])
+                    if len(entry.returns) == trials.runs_per_trial:  # the trial's every seed has ended
+                        trials.record(running.pop(number).trial, [entry.returns[i] for i in sorted(entry.returns)])
     except BaseException as error:
         abandon(trials, jobs, running, error)
         raise
@@ -100,8 +107,9 @@ def ctrl_c_raised_between_steps() -> Iterator[Callable[[], None]]:
 
 def start(trials: StudyTrials, jobs: SubmititJobs, running: Dict[int, Running]) -> None:
     trial = trials.ask()
-    entry = running[trial.number] = Running(trial)  # recorded FAIL if the submission fails
-    entry.job = jobs.submit(trials.job_overrides(trial), job_num=trial.number)
+    entry = running[trial.number] = Running(trial)  # recorded FAIL if a submission fails
+    for index, overrides in enumerate(trials.job_overrides(trial)):
+        entry.jobs.append(jobs.submit(overrides, job_num=trials.job_number(trial, index)))
 
 
 def abandon(trials: StudyTrials, jobs: SubmititJobs, running: Dict[int, Running],
@@ -114,11 +122,14 @@ def abandon(trials: StudyTrials, jobs: SubmititJobs, running: Dict[int, Running]
         reason = f"launcher: {type(error).__name__}: {error}"
     failed = []
     for number, entry in running.items():
-        if entry.job is not None and jobs.has_result(entry.job):
-            trials.record(entry.trial, jobs.result(entry.job))
+        ended = len(entry.jobs) == trials.runs_per_trial and all(
+            i in entry.returns or jobs.has_result(job) for i, job in enumerate(entry.jobs))
+        if ended:
+            trials.record(entry.trial, [entry.returns.get(i) or jobs.result(job) for i, job in enumerate(entry.jobs)])
             continue
-        if entry.job is not None:
-            jobs.cancel(entry.job)
+        for i, job in enumerate(entry.jobs):
+            if i not in entry.returns:
+                jobs.cancel(job)
         trials.fail(entry.trial, reason)
         failed.append(number)
     if failed:

@@ -22,17 +22,18 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.llm_sweep_optuna._async import past, run_async
-from hydra_plugins.llm_sweep_optuna._results import write_results
+from hydra_plugins.llm_sweep_optuna._results import write_overlay, write_results
 from hydra_plugins.llm_sweep_optuna._search_space import SearchSpace, parse_search_space
 from hydra_plugins.llm_sweep_optuna._submit import submitit_jobs
 from hydra_plugins.llm_sweep_optuna._trials import COUNTED, StudyTrials, tell, trials_to_run
 from hydra_plugins.llm_sweep_optuna.config import OptunaSweeperConf
 from hydra_plugins.llm_sweep_optuna.pruning import PRUNER_ATTR, build_pruner
 from llm_sweep.core.budget import parse_duration
+from llm_sweep.core.console import exit_with_error
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ class OptunaSweeperImpl(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        absent = object()
+        for key in self.conf.overlay_keys:  # refused before any trial runs, not after the last
+            if OmegaConf.select(config, key, default=absent) is absent:
+                exit_with_error(f"hydra.sweeper.overlay_keys: {key} is not a key of this sweep's config")
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
@@ -66,7 +71,7 @@ class OptunaSweeperImpl(Sweeper):
         log.info("Study '%s' in %s: %d of %d trials done, %d to run, %d %s; search space: %s",
                  study.study_name, self.storage or "memory", done, conf.n_trials, to_run, conf.n_jobs,
                  "at a time" if jobs else "per batch", space.distributions)
-        trials = StudyTrials(study, space, self.storage, conf.max_failure_rate)
+        trials = StudyTrials(study, space, self.storage, conf.max_failure_rate, conf.seeds)
         deadline = None if conf.timeout is None else time.monotonic() + parse_duration(conf.timeout)
         if jobs is None:
             batches = self._run_batches(trials, to_run, deadline)
@@ -74,7 +79,11 @@ class OptunaSweeperImpl(Sweeper):
             batches = [run_async(trials, jobs, conf.n_jobs, to_run, deadline)]
             if trials.failures.exceeded():
                 raise trials.failures.error(study, self.storage)
-        write_results(study, Path(self.config.hydra.sweep.dir))
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        write_results(study, sweep_dir)
+        if conf.overlay:
+            fixed = {key: OmegaConf.select(self.config, key) for key in conf.overlay_keys}
+            write_overlay(study, sweep_dir / conf.overlay, fixed)  # an absolute overlay stays as given
         return batches
 
     def _run_batches(self, trials: StudyTrials, to_run: int,
@@ -85,10 +94,11 @@ class OptunaSweeperImpl(Sweeper):
         while to_run > 0 and not past(deadline):
             batch = [trials.ask() for _ in range(min(self.conf.n_jobs, to_run))]
             returns = self._launch(trials, batch)
-            for trial, ret in zip(batch, returns):
-                trials.record(trial, ret)
+            per_trial = trials.runs_per_trial
+            for i, trial in enumerate(batch):
+                trials.record(trial, returns[i * per_trial:(i + 1) * per_trial])
             batches.append(list(returns))
-            to_run -= len(returns)
+            to_run -= len(batch)
             if trials.failures.exceeded():
                 raise trials.failures.error(trials.study, self.storage)
         if to_run > 0:
@@ -117,11 +127,12 @@ class OptunaSweeperImpl(Sweeper):
         return study
 
     def _launch(self, trials: StudyTrials, batch: List[optuna.Trial]) -> Sequence[JobReturn]:
-        # Job numbers follow trial numbers (asked together, they are consecutive), so the
-        # job dirs of a continued study do not overwrite those of its earlier trials.
-        job_overrides = [trials.job_overrides(trial) for trial in batch]
+        # Job numbers follow trial numbers (asked together, they are consecutive; a trial of
+        # several seeds has a block of them), so the job dirs of a continued study do not
+        # overwrite those of its earlier trials.
+        job_overrides = [job for trial in batch for job in trials.job_overrides(trial)]
         try:
-            return self.launcher.launch(job_overrides, initial_job_idx=batch[0].number)
+            return self.launcher.launch(job_overrides, initial_job_idx=trials.job_number(batch[0]))
         except BaseException as error:
             # The launcher itself failed (e.g. a job was killed): no trial of the batch may stay RUNNING.
             for trial in batch:

@@ -36,6 +36,15 @@ class StudyPreview:
     samples: List[List[str]]  # overrides of random points of the space
     corners: List[List[str]]  # overrides at the corners of the space (at most MAX_CORNERS)
 
+    @property
+    def runs_per_trial(self) -> int:
+        """Jobs per trial: one per seed of `seeds`, or one."""
+        return max(len(self.conf.seeds), 1)
+
+    @property
+    def jobs_to_run(self) -> int:
+        return self.to_run * self.runs_per_trial
+
 
 def preview_study(settings: Mapping[str, Any], arguments: Sequence[str], job_name: str,
                   launcher_target: str, n_samples: int = 3) -> StudyPreview:

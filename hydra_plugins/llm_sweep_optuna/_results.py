@@ -48,6 +48,28 @@ def write_results(study: optuna.Study, sweep_dir: Path) -> dict[str, Any]:
     return summary
 
 
+def write_overlay(study: optuna.Study, path: Path, fixed: dict[str, Any]) -> Optional[Path]:
+    """The best trial's params, with the sweep's values of the `fixed` keys, as a Hydra
+    config of the global package at `path` (a run applies it as `+group=name` from a config
+    folder, or with --config-dir); None without a completed trial."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        log.warning("No overlay written to %s: no trial of study '%s' completed", path, study.study_name)
+        return None
+    best = study.best_trial
+    overlay = OmegaConf.create()
+    for key, value in {**fixed, **best.params}.items():
+        OmegaConf.update(overlay, key, value, force_add=True)
+    seeds = best.user_attrs.get("seeds")
+    over = f"the mean over seeds {seeds}" if seeds else "one run"
+    header = (f"# @package _global_\n# Tuned by the Optuna study '{study.study_name}': trial {best.number} of "
+              f"{len(study.trials)}, value {best.value:.6g} ({over}).\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + OmegaConf.to_yaml(overlay))
+    log.info("Best params written as a config to %s", path)
+    return path
+
+
 def save_plots(study: optuna.Study, sweep_dir: Path) -> None:
     from optuna.visualization import matplotlib as plots  # matplotlib: only when plotting
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, Optional, Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -63,7 +63,7 @@ class SubmititJobs:
         return self.executor.submit(self.launcher, list(overrides), "hydra.sweep.dir", job_num,
                                     f"job_id_for_{job_num}", Singleton.get_state())
 
-    def wait_any(self, jobs: Dict[int, Any], check_interrupt: Callable[[], None]) -> list[int]:
+    def wait_any(self, jobs: Dict[Hashable, Any], check_interrupt: Callable[[], None]) -> list[Hashable]:
         """Block until at least one of `jobs` (handles by key) has ended; returns their keys.
         `check_interrupt` runs at each poll (it raises to stop waiting)."""
         while True:

@@ -7,7 +7,7 @@ they are in sys.modules, where dataclasses cannot resolve string annotations.
 """
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -37,6 +37,19 @@ def _cmaes_installed(conf: "OptunaSweeperConf", p: str) -> Optional[str]:
     # Optuna imports cmaes only at the first sample, deep into a sweep.
     if conf.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
         return f"{p}sampler=cmaes needs the cmaes package: pip install cmaes"
+    return None
+
+
+def _seeds_without_pruner(conf: "OptunaSweeperConf", p: str) -> Optional[str]:
+    if len(conf.seeds) > 1 and conf.pruner not in (None, "none"):
+        return (f"{p}seeds={list(conf.seeds)} runs each trial at {len(conf.seeds)} seeds and judges their "
+                f"mean at the end; {p}pruner={conf.pruner} would judge one seed's curve: set {p}pruner=null")
+    return None
+
+
+def _distinct_seeds(conf: "OptunaSweeperConf", p: str) -> Optional[str]:
+    if len(set(conf.seeds)) != len(conf.seeds):
+        return f"{p}seeds={list(conf.seeds)} repeats a seed: each run of a trial needs a seed of its own"
     return None
 
 
@@ -74,9 +87,20 @@ class OptunaSweeperConf:
     # The search space, in Hydra's override grammar, e.g. {optim.lr: "tag(log,interval(1e-4,1e-2))"};
     # sweep overrides on the command line are added to it, plain ones are fixed for every trial.
     params: Dict[str, str] = field(default_factory=dict)
+    # Each trial runs once per seed (its jobs' `seed=S`), and its value is their mean: a
+    # seed-averaged objective. Empty: one run at the job's own seed. `sweep.seeds=N` sets it
+    # to seed, seed+1, ..., seed+N-1. A trial fails if any of its runs fails.
+    seeds: List[int] = field(default_factory=list, metadata=rule(ge=0, lt=2**32))
+    # Where the best trial's params are written as a Hydra config a run can apply (e.g.
+    # conf/mup/tuned.yaml, applied with `+mup=tuned`), relative to the sweep directory or
+    # absolute; None: not written. `overlay_keys` adds the sweep's own values of those keys
+    # (what the params were tuned with, e.g. model.parametrization, model.base_width).
+    overlay: Optional[str] = None
+    overlay_keys: List[str] = field(default_factory=list)
 
     # Not a field: no annotation.
-    cross_field_rules = (_pruner_has_storage, _hyperband_has_min_resource, _cmaes_installed)
+    cross_field_rules = (_pruner_has_storage, _hyperband_has_min_resource, _cmaes_installed,
+                         _seeds_without_pruner, _distinct_seeds)
 
 
 def register() -> None:

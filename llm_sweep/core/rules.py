@@ -35,7 +35,7 @@ class Rule:
         """The one-line message for a value this rule rejects; None when it is allowed (or null)."""
         if value is None:  # the type says whether null is allowed; OmegaConf checks that
             return None
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, Sequence) and not isinstance(value, str):  # a list (an OmegaConf one too)
             if self.min_items is not None and len(value) < self.min_items:
                 return f"{key}={list(value)!r} is not allowed: must hold at least {self.min_items} item(s)"
             for index, item in enumerate(value):

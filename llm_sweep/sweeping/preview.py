@@ -44,16 +44,16 @@ class SweepPreview:
 
     @property
     def n_jobs(self) -> int:
-        return self.study.to_run if self.study is not None else len(self.jobs)
+        return self.study.jobs_to_run if self.study is not None else len(self.jobs)
 
     @property
     def gpu_hours(self) -> float:
-        """The total: every job's, or for Optuna the trials left times the costliest corner."""
+        """The total: every job's, or for Optuna the trials left (times their seeds) times the costliest corner."""
         costs = [job.cost.gpu_hours for job in self.jobs if job.cost is not None]
         if self.packs is not None and self.study is None:  # a job's GPUs, held while its trials run
             return self.packs.gpu_hours([job.cost.wall_s for job in self.jobs if job.cost is not None])
         if self.study is not None:
-            return self.study.to_run * max(costs, default=0.0)
+            return self.study.jobs_to_run * max(costs, default=0.0)
         return sum(costs)
 
     @property
@@ -61,7 +61,7 @@ class SweepPreview:
         """The same jobs at one trial per GPU."""
         costs = [job.cost.gpu_hours / job.cost.share for job in self.jobs if job.cost is not None]
         if self.study is not None:
-            return self.study.to_run * max(costs, default=0.0)
+            return self.study.jobs_to_run * max(costs, default=0.0)
         return sum(costs)
 
 

@@ -91,7 +91,7 @@ def describe_study(preview: SweepPreview) -> str:
     samples = "\n".join(f"  {' '.join(overrides)}" for overrides in study.samples)
     return "\n".join([
         f"Optuna study '{study.study_name}' ({conf.storage or 'in memory'}): {study.done} of {conf.n_trials} "
-        f"trials done, {study.to_run} to run, {conf.n_jobs} at a time {mode}.",
+        f"trials done, {study.to_run} to run, {conf.n_jobs} at a time {mode}{_seeds_text(conf.seeds)}.",
         f"Search space:\n{space}",
         f"Trials are sampled at run time (sampler {conf.sampler}); random points of the space:\n{samples}",
         f"Cost of a trial at the {len(preview.jobs)} corner(s) of the search space:", "",
@@ -127,8 +127,8 @@ def describe_launcher(preview: SweepPreview, launcher: DictConfig) -> str:
                 f"{packs.jobs(preview.n_jobs)} job(s), {packs.at_once} at a time in each ({packs.per_gpu} per "
                 f"GPU); {resources}.")
     if in_flight:
-        return (f"Launcher: Slurm, {study.to_run} job(s) submitted one at a time (no array), "
-                f"{study.conf.n_jobs} in flight; {resources}.")
+        return (f"Launcher: Slurm, {study.jobs_to_run} job(s) submitted one at a time (no array), "
+                f"{study.conf.n_jobs} trial(s) in flight; {resources}.")
     sizes = batch_sizes(preview)
     parallel = launcher.get("array_parallelism") or 256
     arrays = ", ".join(f"sbatch --array=0-{n - 1}%{min(parallel, n)}" for n in sizes[:3])
@@ -138,9 +138,15 @@ def describe_launcher(preview: SweepPreview, launcher: DictConfig) -> str:
             f"{resources}.")
 
 
+def _seeds_text(seeds: List[int]) -> str:
+    if len(seeds) < 2:
+        return ""
+    return f"; each trial {len(seeds)} jobs, seeds {', '.join(map(str, seeds))}, its value their mean"
+
+
 def batch_sizes(preview: SweepPreview) -> List[int]:
     """Jobs per launch: the basic sweeper's batches, or n_jobs per batch of trials."""
     if preview.study is None:
         return preview.batches
-    n_jobs, to_run = preview.study.conf.n_jobs, preview.study.to_run
-    return [min(n_jobs, to_run - start) for start in range(0, to_run, n_jobs)]
+    n_jobs, to_run, runs = preview.study.conf.n_jobs, preview.study.to_run, preview.study.runs_per_trial
+    return [min(n_jobs, to_run - start) * runs for start in range(0, to_run, n_jobs)]

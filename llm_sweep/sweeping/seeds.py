@@ -12,8 +12,9 @@ Hydra builds the sweeper from `hydra.sweeper` and reads the task overrides only 
 the seeds into `hydra.sweeper.params` there and takes `sweep.seeds=N` and a plain
 `seed=S` off the task overrides (each job is one seed; a job's folder and run name read as
 if the seeds had been typed). The dry run and the GPU-hour limit, which come next, see the
-seeds. Only Hydra's basic sweeper takes them: an Optuna trial is one run at one seed, and
-a seed in its search space would be sampled like a hyperparameter, so there it is refused.
+seeds. With the Optuna sweeper the seeds go to `hydra.sweeper.seeds` instead: every trial
+runs once per seed and its value is their mean (a seed in its search space would be
+sampled like a hyperparameter, so that is refused).
 """
 from __future__ import annotations
 
@@ -62,17 +63,20 @@ def add_seeds(config: DictConfig) -> None:
         return
     n = settings.seeds
     sweeper = config.hydra.sweeper
-    if not hasattr(get_class(sweeper._target_), "split_arguments"):
-        raise ConfigError(f"{SEEDS_KEY}={n} needs Hydra's basic sweeper, not {sweeper._target_}: an "
-                          "Optuna trial is one run at one seed (repeat its best params over seeds with "
-                          "the basic sweeper)")
+    trial_seeds = "seeds" in sweeper  # a sweeper that runs each trial at several seeds (Optuna)
+    if not trial_seeds and not hasattr(get_class(sweeper._target_), "split_arguments"):
+        raise ConfigError(f"{SEEDS_KEY}={n} needs Hydra's basic sweeper or the Optuna one, not "
+                          f"{sweeper._target_}")
     params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper.get("params") else {}
     if SEED_KEY in params or (SEED_KEY in keyed and keyed[SEED_KEY].is_sweep_override()):
         given = f"{SEED_KEY}={params[SEED_KEY]}" if SEED_KEY in params else keyed[SEED_KEY].input_line
         raise ConfigError(f"{SEEDS_KEY}={n} sweeps {SEED_KEY}, and the sweep already does ({given}): "
                           f"give one base {SEED_KEY}=N, or list the seeds without {SEEDS_KEY}")
     seeds = seed_range(int(config[SEED_KEY]), n)
-    sweeper.params = {SEED_KEY: ",".join(map(str, seeds)), **params}
+    if trial_seeds:  # each trial runs at every seed; its value is their mean
+        sweeper.seeds = seeds
+    else:
+        sweeper.params = {SEED_KEY: ",".join(map(str, seeds)), **params}
     config.hydra.overrides.task = [o for o in task if _key(o) not in (SEED_KEY, SEEDS_KEY)]
 
 

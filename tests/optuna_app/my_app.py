@@ -1,4 +1,4 @@
-"""A tiny Hydra app for the Optuna sweeper tests: returns (x - 2)^2 + y^2.
+"""A tiny Hydra app for the Optuna sweeper tests: returns (x - 2)^2 + y^2 + noise * seed.
 
 Like the training job, it reports `val/loss` at each step to the pruning reporter and,
 when pruned, writes status.json {"status": "pruned"} and returns NaN. A trial that is not
@@ -20,7 +20,7 @@ from llm_sweep.training.stop import StopRequest
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    loss = (cfg.x - 2) ** 2 + cfg.y ** 2
+    loss = (cfg.x - 2) ** 2 + cfg.y ** 2 + cfg.noise * cfg.seed
     if cfg.fail_above is not None and cfg.x > cfg.fail_above:
         raise ValueError(f"x={cfg.x} is above {cfg.fail_above}")
     if cfg.steps and pruned(loss, cfg.steps):
