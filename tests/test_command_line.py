@@ -31,7 +31,7 @@ def test_a_key_the_schema_lacks_is_one_line_naming_the_nearest(group, plus):
 
 @pytest.mark.parametrize("group", [*CONFIG_GROUPS, "hydra/launcher"])
 def test_a_group_option_that_does_not_exist_lists_only_real_choices(group):
-    why = command_line_error([f"{'+' if group in ('experiment', 'shape') else ''}{group}=nosuch",
+    why = command_line_error([f"{'+' if group in ('experiment', 'shape', 'mup') else ''}{group}=nosuch",
                               *(["--multirun"] if group == "hydra/launcher" else [])])
     assert why.startswith(f"{group}=nosuch: no such {group}; the choices: "), why
     assert "_schema" not in why and "\n" not in why

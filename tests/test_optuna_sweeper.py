@@ -26,7 +26,7 @@ from fixtures.b_cli_batch import Ran, code, command, run_commands
 from hydra_plugins.llm_sweep_optuna._impl import absolute_storage_url
 from hydra_plugins.llm_sweep_optuna._outcome import TrialOutcome, trial_outcome
 from hydra_plugins.llm_sweep_optuna._search_space import format_value, parse_search_space
-from hydra_plugins.llm_sweep_optuna._trials import combined_outcome
+from hydra_plugins.llm_sweep_optuna._trials import StudyTrials, combined_outcome
 from hydra_plugins.llm_sweep_optuna.optuna_sweeper import OptunaSweeper
 from hydra_plugins.llm_sweep_optuna.pruning import (PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, TRIAL_ENV,
                                                     OptunaPruningReporter, build_pruner)
@@ -359,6 +359,20 @@ def test_seeds_refuse_a_pruner_and_repeats(settings: dict, message: str, capsys:
     assert exit_info.value.code == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {message}")
+
+
+def test_the_runs_of_a_seeded_trial_carry_their_seed_and_no_pruning_identity() -> None:
+    """One run per trial: the trial's identity for the pruner (through hydra.job.env_set).
+    Several seeds: each run its `seed=`, and no identity, since no pruner judges them."""
+    study = optuna.create_study()
+    space = parse_search_space(["x=interval(0,4)"])
+    one = StudyTrials(study, space, "sqlite:///s.db", 0.5).job_overrides(study.ask(space.distributions))
+    assert len(one) == 1 and any(TRIAL_ENV in o for o in one[0])
+    seeded = StudyTrials(study, space, "sqlite:///s.db", 0.5, seeds=[7, 8])
+    jobs = seeded.job_overrides(study.ask(space.distributions))
+    assert [job[-1] for job in jobs] == ["seed=7", "seed=8"]
+    assert not any("env_set" in o for job in jobs for o in job)
+    assert [seeded.job_number(study.trials[1], i) for i in (0, 1)] == [2, 3]
 
 
 @pytest.mark.parametrize("outcomes, expected", [

@@ -194,7 +194,7 @@ def compose_run(*overrides: str, hydra: bool = False):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
 
 
-APPENDED_GROUPS = {"shape"}  # not in the defaults list: selected with +shape=...
+APPENDED_GROUPS = {"shape", "mup"}  # not in the defaults list: selected with +shape=..., +mup=...
 PRESETS = [f"{'+' * (group.name in APPENDED_GROUPS)}{group.name}={path.stem}" for group in sorted(CONF_DIR.iterdir())
            if group.is_dir() and group.name != "hydra" for path in sorted(group.glob("*.yaml"))]
 

@@ -88,11 +88,13 @@ class StudyTrials:
 
     def job_overrides(self, trial: optuna.Trial) -> List[List[str]]:
         """The overrides of each of the trial's jobs (one per seed): its sampled params, the
-        seed, and its identity for the pruning reporter. The identity travels in
+        seed, or else its identity for the pruning reporter. The identity travels in
         `hydra.job.env_set`, so a requeued job reports to the same trial."""
         overrides = self.space.trial_overrides(trial.params)
         trial.set_user_attr("overrides", overrides)
-        if self.storage is not None:  # an in-memory study cannot be reached from a job
+        # An in-memory study cannot be reached from a job; the runs of a trial of several
+        # seeds report nothing while they train (no pruner judges them, see config.py).
+        if self.storage is not None and len(self.seeds) < 2:
             env = "++hydra.job.env_set"  # ++: add the key, or replace one the user set
             overrides = [*overrides, f"{env}.{TRIAL_ENV}={trial.number}",
                          f"{env}.{STORAGE_ENV}={format_value(self.storage)}",
