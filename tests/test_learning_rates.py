@@ -24,10 +24,11 @@ def bowl(lr: float, optimum: float, floor: float = 2.0) -> float:
 
 
 def row(n_layer: int, n_embd: int, lr: float, loss: float, parametrization: str = "sp",
-        seed: int = 1, base_width: int | None = None) -> RunRow:
+        seed: int = 1, base_width: int | None = None, base_tuned_by: str | None = None) -> RunRow:
     return RunRow(f"{n_layer}x{n_embd}-{lr:g}-{parametrization}-{seed}", "run", "e", "FINISHED", "custom",
                   "llama", n_layer, n_embd, n_embd // 64, 10_000, 8_000, "adamw", lr, "200 steps", seed,
                   val_loss=loss, parametrization=parametrization, base_width=base_width,
+                  base_tuned_by=base_tuned_by,
                   config_key=config_key({"model.n_embd": str(n_embd), "model.n_layer": str(n_layer),
                                          "optim.lr": str(lr), "model.parametrization": parametrization}))
 
@@ -83,15 +84,18 @@ def test_depth_curves_form_a_depth_transfer():
       "b": [row(2, 128, lr, bowl(lr, 1e-4)) for lr in LRS[1:5]]}, "tuned per shape", False),
     # one shared lr in sp: the seed's case
     ({"a": [row(2, 64, 1e-3, 2.1)], "b": [row(2, 128, 1e-3, 2.0)]}, "shared untuned", False),
-    # one lr transferred by muP across widths
+    # one lr transferred by muP across widths, from a base tuned by a named study
+    ({"a": [row(2, 64, 4e-3, 2.1, "mup", base_width=64, base_tuned_by="base_study")],
+      "b": [row(2, 128, 4e-3, 2.0, "mup", base_width=64, base_tuned_by="base_study")]}, "transferred", True),
+    # ... from a base not known to be tuned: these runs cannot tell
     ({"a": [row(2, 64, 4e-3, 2.1, "mup", base_width=64)],
-      "b": [row(2, 128, 4e-3, 2.0, "mup", base_width=64)]}, "transferred", True),
+      "b": [row(2, 128, 4e-3, 2.0, "mup", base_width=64)]}, "transferred", None),
     # muP across depths: no promise
     ({"a": [row(2, 64, 4e-3, 2.1, "mup", base_width=64)],
       "b": [row(4, 64, 4e-3, 2.0, "mup", base_width=64)]}, "transferred", None),
     # CompleteP across depths: its promise
-    ({"a": [row(2, 64, 4e-3, 2.1, "completep", base_width=64)],
-      "b": [row(4, 64, 4e-3, 2.0, "completep", base_width=64)]}, "transferred", True),
+    ({"a": [row(2, 64, 4e-3, 2.1, "completep", base_width=64, base_tuned_by="base_study")],
+      "b": [row(4, 64, 4e-3, 2.0, "completep", base_width=64, base_tuned_by="base_study")]}, "transferred", True),
     # each shape its own single lr (a preset's): cannot tell
     ({"a": [row(2, 64, 4e-3, 2.1)], "b": [row(2, 128, 2e-3, 2.0)]}, "set per shape", None),
     # one shape tuned, the other not

@@ -124,6 +124,11 @@ def test_the_memory_estimate_counts_the_optimizer_state_and_a_bench_calibrates_i
     cpu_bench = tmp_path / "cpu.json"
     cpu_bench.write_text(json.dumps({"memory": "peak RSS of the process", "device_memory_bytes": None}))
     assert gpu_memory(str(cpu_bench)).scale == 1.0  # a CPU's RSS says nothing about a GPU
+    # A bench.json written before a model key existed: that key at its default.
+    older = json.loads(bench.read_text())
+    del older["model"]["base_tuned_by"]
+    bench.write_text(json.dumps(older))
+    assert gpu_memory(str(bench)).scale == pytest.approx(3.0)
 
 
 def test_a_packing_that_does_not_fit_is_refused_naming_the_key_and_what_fits():

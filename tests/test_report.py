@@ -41,6 +41,7 @@ class Spec:
     lr: float = 1e-3
     parametrization: str = "sp"
     base_width: int | None = None
+    base_tuned_by: str | None = None
 
     @property
     def params(self) -> int:
@@ -79,6 +80,7 @@ def log_run(client: MlflowClient, experiment_id: str, parent_id: str, spec: Spec
         "model.n_head": "None", "model.n_embd": spec.n_embd, "model.head_dim": HEAD_DIM,
         "optim.name": spec.optimizer, "optim.lr": spec.lr, "batch.micro_batch_size": 8,
         "model.parametrization": spec.parametrization, "model.base_width": spec.base_width,
+        "model.base_tuned_by": spec.base_tuned_by,
         "batch.grad_accum": 1, "batch.seq_len": 128, "budget.time": spec.budget,
         "budget.steps": "None", "budget.tokens": "None", "seed": spec.seed, "data.name": "shakespeare",
         "model.params": spec.params, "model.non_embedding_params": spec.non_embedding_params,

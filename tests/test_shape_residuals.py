@@ -15,7 +15,7 @@ from mlflow.entities import Metric, Param
 
 from conftest import REPO
 from llm_sweep.report import cli as report
-from llm_sweep.report.analysis import ConfigResult
+from llm_sweep.report.configs import ConfigResult
 from llm_sweep.report.rows import RunRow
 from llm_sweep.report.shape_residuals import FitRange, residual_of, split_gap
 from llm_sweep.report.shape_summary import load_law

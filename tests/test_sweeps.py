@@ -147,16 +147,24 @@ def grid_jobs(params) -> list[list[str]]:
 
 @pytest.mark.parametrize("name", SHAPE_SWEEPS)
 def test_every_shape_sweep_documents_one_transferred_lr_that_every_job_takes(name):
-    """The sweep file's fair variant (a parametrization that transfers one tuned lr) composes
-    for every job of its grid: the +shape presets' own lrs give way to the one given."""
-    prefix = f"#   python -m llm_sweep --multirun +sweep={name} model.parametrization="
-    [line] = [line for line in (SWEEPS_DIR / f"{name}.yaml").read_text().splitlines() if line.startswith(prefix)]
+    """The sweep file's fair variant (CompleteP transferring one tuned lr: given as optim.lr,
+    or with the base constants by a tuned base's overlay, +mup=<name>) composes for every job
+    of its grid: the +shape presets' own lrs give way to the one transferred."""
+    prefix = f"#   python -m llm_sweep --multirun +sweep={name} "
+    [line] = [line for line in (SWEEPS_DIR / f"{name}.yaml").read_text().splitlines()
+              if line.startswith(prefix) and "model.parametrization=completep" in line]
     transfer = line.split(f"+sweep={name} ")[1].split()
-    lr = float(next(o for o in transfer if o.startswith("optim.lr=")).split("=")[1])
     runs = compose_jobs(name, [[*job, *transfer] for job in grid_jobs(sweep_params(name))])
     assert len(runs) >= 5 and len({(run.model.n_layer, run.model.n_embd) for run in runs}) >= 5
     assert {run.model.parametrization for run in runs} == {"completep"}
-    assert {run.optim.lr for run in runs} == {lr}
+    overlays = [o.split("=")[1] for o in transfer if o.startswith("+mup=")]
+    if overlays:
+        base = OmegaConf.load(CONF_DIR / "mup" / f"{overlays[0]}.yaml")
+        assert {run.optim.lr for run in runs} == {base.optim.lr}
+        assert {run.model.output_mult for run in runs} == {base.model.output_mult}
+        assert {run.model.base_tuned_by for run in runs} == {base.model.base_tuned_by} != {None}
+    else:
+        assert {run.optim.lr for run in runs} == {float(next(o for o in transfer if o.startswith("optim.lr=")).split("=")[1])}
     # Both width and depth vary, so the depth transfer is needed: completep, not mup.
     assert len({run.model.n_layer for run in runs}) > 1 and len({run.model.n_embd for run in runs}) > 1
 

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import TINY, StopAt
 from llm_sweep.core.config import CONF_DIR, RunConfig, load_config, register_configs
-from llm_sweep.core.errors import DataError, TrainingDiverged
+from llm_sweep.core.errors import ConfigError, DataError, TrainingDiverged
 from llm_sweep.training.checkpoint import list_checkpoints
 from llm_sweep.training.loop import train
 from llm_sweep.training.metrics import MetricsWindow
@@ -193,3 +193,17 @@ def test_when_no_checkpoint_can_be_read_resume_is_refused_with_one_error(tmp_pat
                                         r"\(step_0000003.pt, step_0000006.pt\)"):
         train(tiny_run(), tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["step_0000003.pt", "step_0000006.pt"]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_a_model_key_resumes_and_another_model_is_refused(tmp_path):
+    overrides = ["budget.steps=4", "checkpoint.interval=2"]
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_run(*overrides), tmp_path / "older", sinks=[StopAt(3)])
+    [path] = list_checkpoints(tmp_path / "older")
+    checkpoint = torch.load(path, weights_only=False)
+    del checkpoint["config"]["model"]["base_tuned_by"]  # written before the key existed
+    torch.save(checkpoint, path)
+    assert train(tiny_run(*overrides), tmp_path / "older")["steps"] == 4
+    with pytest.raises(ConfigError, match="trained with a different model config"):
+        train(tiny_run(*overrides, "model.n_layer=3"), tmp_path / "older")

@@ -44,7 +44,7 @@ SWEEPER = "hydra.sweeper."
 # Keys whose values are names, paths, URIs or a search space: anything the user types is fine
 # here, and what they point to is checked where it is opened.
 FREE_FORM = {
-    "model.name", "data.source", "data.paths", "data.cache_dir",
+    "model.name", "model.base_tuned_by", "data.source", "data.paths", "data.cache_dir",
     "tracking.uri", "tracking.experiment", "tracking.run_name",
     "hydra.sweeper._target_", "hydra.sweeper.study_name", "hydra.sweeper.storage",
     "hydra.sweeper.params",  # parsed by the override grammar when the sweep starts

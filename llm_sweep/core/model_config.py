@@ -82,6 +82,10 @@ class ModelConfig:
     output_mult: float = field(default=1.0, metadata=rule(gt=0))
     attn_mult: float = field(default=1.0, metadata=rule(gt=0))
     init_std: float = field(default=0.02, metadata=rule(gt=0))
+    # Where the base's lr and constants come from: the study that tuned them, as the overlay
+    # a tuning sweep writes sets it (+mup=base_cpu: mup_base_cpu). None: not known to be
+    # tuned. Reports say which comparisons rest on a tuned base (llm_sweep/report).
+    base_tuned_by: Optional[str] = None
 
     cross_field_rules = (_heads_divide_width, _head_size, _base_shape_given)  # not a field: no annotation
 

@@ -7,7 +7,8 @@ shape or optimizer was run with several configs (say, learning rates), it scores
 best config, as a sweep would pick it.
 
 Verdicts: each comparison (best wider vs best deeper shape, each wider and deeper shape vs
-the reference shape, the optimizers at each size) is judged over the seeds of its two
+the reference shape, the optimizers at each size, the parametrizations at each shape and
+each parametrization's widths: report/parametrizations.py) is judged over the seeds of its two
 configs on each final metric (llm_sweep.scaling.verdicts), one value per seed: reruns of
 one seed are averaged, as they are not independent draws.
 
@@ -17,82 +18,22 @@ max-min spread, the yardstick for how close to the lowest loss another config li
 """
 from __future__ import annotations
 
-import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
-from llm_sweep.core.run_record import FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL
+from llm_sweep.core.run_record import FINAL_VAL_LOSS
+from llm_sweep.report.configs import ConfigResult, Matchup, best_by, group_configs, matchup
 from llm_sweep.report.learning_rates import (LrCurve, LrFairness, Transfer, lr_curves, lr_fairness,
                                              transfers)
-from llm_sweep.report.rows import RunRow, by_seed
+from llm_sweep.report.parametrizations import (ParametrizationShape, WidthTrend, parametrization_shapes,
+                                               width_trends)
+from llm_sweep.report.rows import RunRow
 from llm_sweep.report.tables import si
 from llm_sweep.scaling.fit_record import Noise
-from llm_sweep.scaling.verdicts import Comparison, compare
+from llm_sweep.scaling.verdicts import Comparison
 
 REFERENCE_PRESET = "noam"  # the seed's baseline shape
-# The final metrics a comparison is judged on; val loss first, the one summary.md quotes.
-METRICS: dict[str, Callable[[RunRow], Optional[float]]] = {
-    FINAL_VAL_LOSS: lambda run: run.val_loss, FINAL_VAL_PPL: lambda run: run.val_ppl,
-    FINAL_VAL_ACC: lambda run: run.val_acc}
-
-
-@dataclass(frozen=True)
-class ConfigResult:
-    """The finished runs of one config (its seeds), best first."""
-
-    runs: tuple[RunRow, ...]
-
-    @property
-    def best(self) -> RunRow:
-        return self.runs[0]
-
-    @property
-    def loss(self) -> float:
-        return statistics.fmean(self.seed_values(FINAL_VAL_LOSS))
-
-    @property
-    def spread(self) -> float:
-        return self.runs[-1].val_loss - self.runs[0].val_loss
-
-    @property
-    def n_seeds(self) -> int:
-        return len(self.seed_values(FINAL_VAL_LOSS))
-
-    @property
-    def label(self) -> str:
-        seeds = f", mean of {self.n_seeds} seeds" if self.n_seeds > 1 else ""
-        return f"{self.best.name}{seeds}"
-
-    def seed_values(self, metric: str) -> list[float]:
-        """One value of `metric` per seed that logged it: the runs of one seed averaged (a
-        rerun is not a new draw); a run without a seed counts alone."""
-        values = ([v for v in map(METRICS[metric], runs) if v is not None] for runs in by_seed(self.runs))
-        return [statistics.fmean(seed) for seed in values if seed]
-
-
-@dataclass(frozen=True)
-class Matchup:
-    """Two configs a conclusion compares, judged on each final metric both logged."""
-
-    a: ConfigResult
-    b: ConfigResult
-    comparisons: tuple[Comparison, ...]  # final val loss first
-
-    @property
-    def loss(self) -> Comparison:
-        return self.comparisons[0]
-
-
-def matchup(a_label: str, a: ConfigResult, b_label: str, b: ConfigResult) -> Matchup:
-    comparisons = []
-    for metric in METRICS:
-        a_values, b_values = a.seed_values(metric), b.seed_values(metric)
-        if a_values and b_values:
-            comparisons.append(compare(metric, a_label, a_values, b_label, b_values))
-    return Matchup(a, b, tuple(comparisons))
-
-
 @dataclass(frozen=True)
 class ShapeSeries:
     """Best config per shape, relative to the reference shape (which starts both series).
@@ -130,12 +71,16 @@ class Findings:
     shape_lrs: Optional[LrFairness] = None  # how the compared shapes' learning rates were set
     lr_curves: tuple[LrCurve, ...] = ()  # each shape run at several learning rates
     lr_transfers: tuple[Transfer, ...] = ()  # their optima across widths and depths
+    parametrizations: tuple[ParametrizationShape, ...] = ()  # shapes run under several
+    width_trends: tuple[WidthTrend, ...] = ()  # each parametrization's loss across widths
 
     @property
     def comparisons(self) -> tuple[Comparison, ...]:
         """Every comparison of the report, in the order summary.md shows them."""
         matchups = [*([self.wider_vs_deeper] if self.wider_vs_deeper else []), *self.against_reference,
-                    *(m for scale in self.optimizers for m in scale.matchups)]
+                    *(m for scale in self.optimizers for m in scale.matchups),
+                    *(m for shape in self.parametrizations for m in shape.matchups),
+                    *(m for trend in self.width_trends for m in trend.steps)]
         return tuple(c for m in matchups for c in m.comparisons)
 
 
@@ -145,10 +90,14 @@ def analyse(rows: Sequence[RunRow]) -> Findings:
     configs = group_configs(compared)
     shapes = shape_series(configs)
     curves = lr_curves(compared)
+    # Widths judged step by step only in a study of parametrizations (elsewhere, say at one
+    # FLOP budget, a wider shape is not expected to be lower).
+    by_parametrization = parametrization_shapes(configs, compared)
+    trends = width_trends(configs) if by_parametrization else []
     return Findings(budget, compared, seed_noise(configs), shapes, lowest_loss(compared),
                     tuple(optimizer_scales(configs)), wider_vs_deeper(shapes),
                     against_reference(shapes), shape_learning_rates(shapes, compared),
-                    tuple(curves), tuple(transfers(curves)))
+                    tuple(curves), tuple(transfers(curves)), tuple(by_parametrization), tuple(trends))
 
 
 def comparison_budget(rows: Sequence[RunRow]) -> Optional[str]:
@@ -156,30 +105,10 @@ def comparison_budget(rows: Sequence[RunRow]) -> Optional[str]:
     return counts.most_common(1)[0][0] if counts else None
 
 
-def group_configs(rows: Iterable[RunRow]) -> list[ConfigResult]:
-    """Finished runs grouped by config, each group sorted by final val loss."""
-    groups: dict[tuple, list[RunRow]] = defaultdict(list)
-    for row in rows:
-        if row.finished:
-            groups[row.config_key].append(row)
-    return [ConfigResult(tuple(sorted(runs, key=lambda r: r.val_loss))) for runs in groups.values()]
-
-
 def seed_noise(configs: Sequence[ConfigResult]) -> Optional[Noise]:
     """The seeds' noise in final val loss, pooled over every config run with several."""
     noise = Noise.of_seeds([config.seed_values(FINAL_VAL_LOSS) for config in configs])
     return noise if noise.repeated_configs else None
-
-
-def best_by(configs: Iterable[ConfigResult], key: Callable[[RunRow], Hashable]
-            ) -> dict[Hashable, ConfigResult]:
-    """The config with the lowest mean loss for each value of key(its best run)."""
-    best: dict[Hashable, ConfigResult] = {}
-    for config in configs:
-        k = key(config.best)
-        if k not in best or config.loss < best[k].loss:
-            best[k] = config
-    return best
 
 
 def shape_series(configs: Sequence[ConfigResult]) -> Optional[ShapeSeries]:
@@ -206,16 +135,17 @@ def shape_series(configs: Sequence[ConfigResult]) -> Optional[ShapeSeries]:
 
 
 def shape_learning_rates(shapes: Optional[ShapeSeries], rows: Sequence[RunRow]) -> Optional[LrFairness]:
-    """How the learning rate was set for the shapes the report compares (every lr each ran)."""
+    """How the learning rate was set for the shapes the report compares (every lr each ran
+    under the parametrization of its best config: another one's grid tunes nothing for it)."""
     if shapes is None:
         return None
-    compared = {config.best.shape: shape_label(config, role) for role, series in (
+    compared = {(config.best.shape, config.best.transfer): shape_label(config, role) for role, series in (
         ("reference", (shapes.reference,)), ("wider", shapes.wider), ("deeper", shapes.deeper))
         for config in series}
     by_shape: dict[str, list[RunRow]] = defaultdict(list)
     for row in rows:
-        if row.shape in compared:
-            by_shape[compared[row.shape]].append(row)
+        if (row.shape, row.transfer) in compared:
+            by_shape[compared[(row.shape, row.transfer)]].append(row)
     return lr_fairness(by_shape)
 
 

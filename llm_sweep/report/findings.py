@@ -6,7 +6,9 @@ from collections import Counter
 from typing import Mapping, Optional, Sequence
 
 from llm_sweep.core.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
-from llm_sweep.report.analysis import ConfigResult, Findings, Matchup
+from llm_sweep.report.analysis import Findings
+from llm_sweep.report.configs import ConfigResult, Matchup
+from llm_sweep.report.parametrizations import shape_text
 from llm_sweep.scaling.fit_record import Noise
 from llm_sweep.report.rows import RunRow
 from llm_sweep.report.tables import ratio, si
@@ -121,6 +123,31 @@ def _optimizer_section(findings: Findings) -> list[str]:
     return lines
 
 
+def _parametrization_section(findings: Findings) -> list[str]:
+    if not findings.parametrizations and not findings.width_trends:
+        return []
+    lines = ["", "## Parametrizations (final val loss, best config of each)"]
+    for found in findings.parametrizations:
+        ranked = sorted(found.configs.items(), key=lambda item: item[1].loss)
+        lines.append(f"- {shape_text(found.shape)}: " + "; ".join(
+            f"{label} {config.loss:.4f} ({config.label}; {found.settings[label].text})" for label, config in ranked))
+        lines += [_verdict(m) for m in found.matchups]
+        base = (f"rests on the base tuned by {', '.join(found.tuned_bases)}" if found.tuned_bases
+                else "rests on no tuned base")
+        fairness = {True: "fair to each side.",
+                    None: "fair only if the transferred side's base was tuned, which these runs do not show.",
+                    False: "NOT fair: a side's lr is at its grid's edge or was not tuned at this shape."}
+        lines.append(f"  This comparison {base}; {fairness[found.fair]}")
+    for trend in findings.width_trends:
+        falls = {True: "falls with every wider width (each step decided)",
+                 False: "does NOT fall with every wider width", None: "has steps without a verdict"}
+        lines.append(f"- across widths, {trend.label}: " + ", ".join(
+            f"{config.best.n_embd} {config.loss:.4f}" for config in trend.configs)
+            + f"; its loss {falls[trend.falls_monotonically]}")
+        lines += [_verdict(m) for m in trend.steps]
+    return lines
+
+
 def summary_markdown(rows: Sequence[RunRow], findings: Findings, source: str,
                      skipped: Mapping[str, str], verdicts: Sequence[str] = (),
                      sections: Sequence[str] = ()) -> str:
@@ -138,7 +165,7 @@ def summary_markdown(rows: Sequence[RunRow], findings: Findings, source: str,
              *_shape_section(findings),
              "", "## Tokens per parameter", *_tokens_section(findings),
              "", "## Optimizers (final val loss, best config per size)", *_optimizer_section(findings),
-             *_lr_section(findings)]
+             *_lr_section(findings), *_parametrization_section(findings)]
     for section in sections:
         lines += ["", section.rstrip("\n")]
     if skipped:

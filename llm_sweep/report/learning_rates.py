@@ -211,9 +211,16 @@ def lr_fairness(points: Mapping[str, Sequence[RunRow]]) -> Optional[LrFairness]:
         return LrFairness("transferred", None, f"every shape ran one learning rate, {lr:g}, transferred "
                           f"by {labels[0]}, but the shapes differ in depth, across which muP does not "
                           "promise transfer: fair across widths only; use completep to transfer in depth.")
-    if len(labels) == 1:
+    tuned_by = {row.base_tuned_by for rows in points.values() for row in rows}
+    if len(labels) == 1 and None not in tuned_by:
         return LrFairness("transferred", True, f"every shape ran one learning rate, {lr:g}, transferred "
-                          f"by {labels[0]}: fair to each shape if {lr:g} was tuned on the base shape.")
+                          f"by {labels[0]} from the base tuned by {', '.join(sorted(tuned_by))}: fair to "
+                          "each shape (the comparison rests on that tuned base).")
+    if len(labels) == 1:
+        return LrFairness("transferred", None, f"every shape ran one learning rate, {lr:g}, transferred "
+                          f"by {labels[0]}: fair to each shape only if {lr:g} and the base's constants were "
+                          "tuned on the base shape, which these runs do not show (model.base_tuned_by, "
+                          "set by a tuned overlay such as +mup=base_cpu, names the study that tuned them).")
     return LrFairness("mixed", False, f"one learning rate, {lr:g}, under different parametrizations "
                       f"({how}): not fair.")
 

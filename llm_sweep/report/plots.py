@@ -9,7 +9,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from llm_sweep.core.references import CHINCHILLA_TOKENS_PER_PARAM, SEED_TOKENS_PER_PARAM
-from llm_sweep.report.analysis import ConfigResult, OptimizerScale, ShapeSeries
+from llm_sweep.report.analysis import OptimizerScale, ShapeSeries
+from llm_sweep.report.configs import ConfigResult
 from llm_sweep.report.learning_rates import LrCurve
 from llm_sweep.report.rows import RunRow
 from llm_sweep.report.tables import ratio, si

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llm_sweep.core.budget import NULLS
 from llm_sweep.core.config import LR_PARAM, config_param
 from llm_sweep.core.model_config import SP, parametrization_label
 from llm_sweep.core.run_record import MLFLOW_FINISHED, NON_EMBEDDING_PARAMS, PARAMS, TOKENS_PER_STEP
@@ -20,8 +21,8 @@ MODEL_NAME, ARCH, N_LAYER, N_EMBD, N_HEAD, HEAD_DIM, OPTIMIZER, SEED = map(confi
     "model.name", "model.arch", "model.n_layer", "model.n_embd", "model.n_head", "model.head_dim",
     "optim.name", "seed"))
 # Optional: runs logged before parametrizations existed were `sp`.
-PARAMETRIZATION, BASE_WIDTH, BASE_DEPTH = map(config_param, (
-    "model.parametrization", "model.base_width", "model.base_depth"))
+PARAMETRIZATION, BASE_WIDTH, BASE_DEPTH, BASE_TUNED_BY = map(config_param, (
+    "model.parametrization", "model.base_width", "model.base_depth", "model.base_tuned_by"))
 REQUIRED_PARAMS = (PARAMS, NON_EMBEDDING_PARAMS, TOKENS_PER_STEP, MODEL_NAME, ARCH, N_LAYER, N_EMBD,
                    N_HEAD, HEAD_DIM, OPTIMIZER, LR_PARAM, SEED)
 
@@ -30,8 +31,11 @@ ConfigKey = tuple[tuple[str, str], ...]
 
 def config_key(params: Mapping[str, str]) -> ConfigKey:
     """The (param, value) pairs of `params` that decide a run's result, sorted: equal for
-    the seeds of one config and only for them."""
-    return tuple(sorted((key, value) for key, value in params.items() if key.startswith(RESULT_PARAM_PREFIXES)))
+    the seeds of one config and only for them. A param logged as null counts as absent, so
+    a run logged before a key with a null default existed (say model.base_tuned_by) is a
+    seed of the same config as one logged after."""
+    return tuple(sorted((key, value) for key, value in params.items()
+                        if key.startswith(RESULT_PARAM_PREFIXES) and value not in NULLS))
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class RunRow:
     parametrization: str = SP  # model.parametrization: sp, mup or completep
     base_width: Optional[int] = None  # the proxy shape mup/completep transfer from
     base_depth: Optional[int] = None
+    base_tuned_by: Optional[str] = None  # the study that tuned the base (model.base_tuned_by)
     curve: tuple[ValPoint, ...] = ()
     config_key: ConfigKey = field(default=(), repr=False)  # config_key() of the run's params
 

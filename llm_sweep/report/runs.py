@@ -19,7 +19,7 @@ from llm_sweep.core.run_record import (ELAPSED_S, FINAL_FLOPS, FINAL_TOKENS, FIN
                                        FINAL_VAL_ACC, FINAL_VAL_LOSS, FINAL_VAL_PPL,
                                        FLOPS_PER_TOKEN, MFU, NON_EMBEDDING_PARAMS, PARAMS, TOKENS,
                                        TOKENS_PER_PARAM, TOKENS_PER_S, TOKENS_PER_STEP, VAL_LOSS)
-from llm_sweep.report.rows import (ARCH, BASE_DEPTH, BASE_WIDTH, HEAD_DIM, MODEL_NAME, N_EMBD, N_HEAD,
+from llm_sweep.report.rows import (ARCH, BASE_DEPTH, BASE_TUNED_BY, BASE_WIDTH, HEAD_DIM, MODEL_NAME, N_EMBD, N_HEAD,
                                    N_LAYER, OPTIMIZER, PARAMETRIZATION, REQUIRED_PARAMS, SEED, RunRow,
                                    ValPoint, config_key)
 from llm_sweep.tracking.store import connect, resolve_uri, sqlite_path
@@ -118,6 +118,7 @@ def _row(client: "MlflowClient", run: "Run", experiment: str) -> RunRow:
         parametrization=params.get(PARAMETRIZATION, SP),
         base_width=_optional_int(params.get(BASE_WIDTH, "None")),
         base_depth=_optional_int(params.get(BASE_DEPTH, "None")),
+        base_tuned_by=None if params.get(BASE_TUNED_BY, "None") in NULLS else params[BASE_TUNED_BY],
         curve=_val_curve(client, run_id, int(params[TOKENS_PER_STEP])),
         config_key=config_key(params),
     )

@@ -23,7 +23,8 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from llm_sweep.report.analysis import ConfigResult, Findings, shape_label
+from llm_sweep.report.analysis import Findings, shape_label
+from llm_sweep.report.configs import ConfigResult
 from llm_sweep.report.rows import by_seed
 from llm_sweep.scaling.bootstrap import residual_dof
 from llm_sweep.scaling.verdicts import SHAPE_RESIDUAL, Comparison, ExtraError, compare, mean_interval

@@ -55,6 +55,7 @@ COLUMNS = (
     Column("parametrization", "parametrization", lambda r: r.parametrization),
     Column("base width", "base_width", lambda r: r.base_width),
     Column("base depth", "base_depth", lambda r: r.base_depth),
+    Column("base tuned by", "base_tuned_by", lambda r: r.base_tuned_by),
     Column("budget", "budget", lambda r: r.budget),
     Column("seed", "seed", lambda r: r.seed),
     Column("tokens", "tokens", lambda r: r.tokens, si),
@@ -103,7 +104,7 @@ REQUIRED_COLUMNS = ("model", "arch", "n_layer", "n_embd", "n_head", "optimizer",
 OPTIONAL_COLUMNS = ("run", "experiment", "non_embedding_params", "tokens", "tokens_per_param", "tokens_per_s",
                     "mfu", "val_ppl", "val_acc")
 # (Without `flops`, spent compute is unknown: a fit leaves such runs out and says so.)
-LATER_COLUMNS = {"parametrization": SP, "base_width": "", "base_depth": "", "flops": ""}
+LATER_COLUMNS = {"parametrization": SP, "base_width": "", "base_depth": "", "base_tuned_by": "", "flops": ""}
 
 
 def read_csv(path: Path) -> list[RunRow]:
@@ -139,7 +140,8 @@ def _read_row(r: Mapping[str, str]) -> RunRow:
                   val_ppl=_number(r["val_ppl"]), val_acc=_number(r["val_acc"]),
                   flops_budget=flops_budget, flops=_number(r["flops"]),
                   parametrization=r["parametrization"], base_width=_number(r["base_width"], int),
-                  base_depth=_number(r["base_depth"], int), config_key=config_key(params))
+                  base_depth=_number(r["base_depth"], int), base_tuned_by=r["base_tuned_by"] or None,
+                  config_key=config_key(params))
 
 
 def _config(r: Mapping[str, str]) -> tuple[Mapping[str, str], Optional[float]]:

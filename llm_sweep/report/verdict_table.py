@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from llm_sweep.report.analysis import Findings
+from llm_sweep.report.parametrizations import shape_text
 from llm_sweep.report.shape_residuals import GapSplit
 from llm_sweep.report.tables import markdown_table, ratio, si
 from llm_sweep.scaling.estimates import Constant, Estimate, at_largest_budget
@@ -100,6 +101,11 @@ def finding_questions(findings: Findings) -> list[Question]:
     found += [Question(f"{m.loss.a} against the reference", m.loss) for m in findings.against_reference]
     found += [Question(f"Which optimizer at {si(scale.params)} params?", m.loss)
               for scale in findings.optimizers for m in scale.matchups]
+    for shape in findings.parametrizations:
+        base = f" (on the base tuned by {', '.join(shape.tuned_bases)})" if shape.tuned_bases else " (no tuned base)"
+        found += [Question(f"Which parametrization at {shape_text(shape.shape)}?{base}", m.loss) for m in shape.matchups]
+    found += [Question(f"Wider lower? {m.loss.a} against {m.loss.b}", m.loss)
+              for trend in findings.width_trends for m in trend.steps]
     return found
 
 

@@ -17,7 +17,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from llm_sweep.core.config import BatchConfig, RunConfig
 from llm_sweep.core.model_config import ModelConfig, with_vocab_size
@@ -60,12 +60,16 @@ def gpu_memory(bench: Optional[str]) -> GpuMemory:
     total, records = data.get("device_memory_bytes"), data.get("records", [])
     if not total or data.get("memory", "").startswith("peak RSS") or not records:
         return GpuMemory(DEFAULT_GPU_BYTES, 1.0, f"80 GiB (an A100's: {bench} holds no GPU memory), estimated per trial")
-    model = ModelConfig(**{f.name: data["model"][f.name] for f in dataclasses.fields(ModelConfig)})
-    batch = BatchConfig(**{f.name: data["batch"][f.name] for f in dataclasses.fields(BatchConfig)})
+    model, batch = _fields_of(ModelConfig, data["model"]), _fields_of(BatchConfig, data["batch"])
     measured = max(record["peak_mem_bytes"] for record in records)
     scale = measured / train_memory_bytes(model, batch, data.get("loss_chunks"))
     return GpuMemory(float(total), scale, f"{total / GiB:.0f} GiB ({data.get('device', 'the GPU')} of {bench}), "
                                           f"per trial scaled to the bench's measured peak ({scale:.2f}x the estimate)")
+
+
+def _fields_of(schema: type, record: dict[str, Any]) -> Any:
+    """`schema` from a bench.json's record of it: a key the file was written before keeps its default."""
+    return schema(**{f.name: record[f.name] for f in dataclasses.fields(schema) if f.name in record})
 
 
 def packing_error(needs: list[tuple[int, float]], per_gpu: int, memory: GpuMemory) -> Optional[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,6 +15,7 @@ from torch import nn
 from llm_sweep.core.budget import Budget, Spent
 from llm_sweep.core.config import RunConfig
 from llm_sweep.core.errors import ConfigError
+from llm_sweep.core.model_config import ModelConfig
 from llm_sweep.core.size import flops_per_token, param_count
 from llm_sweep.core.world import BatchShare, World
 from llm_sweep.data.batches import BatchSampler, StepPrefetcher
@@ -157,7 +158,9 @@ def _resume(run: RunConfig, run_dir: Path, model: nn.Module,
     checkpoint = _checkpoint_to_resume(run, run_dir)
     if checkpoint is None:
         return None
-    if checkpoint["config"]["model"] != asdict(run.model):
+    # A key added since the checkpoint was written counts at its default.
+    defaults = {f.name: f.default for f in fields(ModelConfig)}
+    if {**defaults, **checkpoint["config"]["model"]} != asdict(run.model):
         raise ConfigError(f"resume: the checkpoint in {run_dir} was trained with a different "
                           "model config; use resume=never or a new run directory")
     model.load_state_dict(model_state(checkpoint))
