@@ -85,7 +85,6 @@ def group_configs(rows: Iterable[RunRow]) -> list[ConfigResult]:
     return [ConfigResult(tuple(sorted(runs, key=lambda r: r.val_loss))) for runs in groups.values()]
 
 
-
 def best_by(configs: Iterable[ConfigResult], key: Callable[[RunRow], Hashable]
             ) -> dict[Hashable, ConfigResult]:
     """The config with the lowest mean loss for each value of key(its best run)."""

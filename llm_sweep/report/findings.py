@@ -123,6 +123,15 @@ def _optimizer_section(findings: Findings) -> list[str]:
     return lines
 
 
+# A parametrization comparison's fairness (ParametrizationShape.fair), and whether a
+# parametrization's loss falls at every wider width (WidthTrend.falls_monotonically).
+FAIRNESS = {True: "fair to each side.",
+            None: "fair only if the transferred side's base was tuned, which these runs do not show.",
+            False: "NOT fair: a side's lr is at its grid's edge or was not tuned at this shape."}
+FALLS = {True: "falls with every wider width (each step decided)", False: "does NOT fall with every wider width",
+         None: "has steps without a verdict"}
+
+
 def _parametrization_section(findings: Findings) -> list[str]:
     if not findings.parametrizations and not findings.width_trends:
         return []
@@ -134,16 +143,11 @@ def _parametrization_section(findings: Findings) -> list[str]:
         lines += [_verdict(m) for m in found.matchups]
         base = (f"rests on the base tuned by {', '.join(found.tuned_bases)}" if found.tuned_bases
                 else "rests on no tuned base")
-        fairness = {True: "fair to each side.",
-                    None: "fair only if the transferred side's base was tuned, which these runs do not show.",
-                    False: "NOT fair: a side's lr is at its grid's edge or was not tuned at this shape."}
-        lines.append(f"  This comparison {base}; {fairness[found.fair]}")
+        lines.append(f"  This comparison {base}; {FAIRNESS[found.fair]}")
     for trend in findings.width_trends:
-        falls = {True: "falls with every wider width (each step decided)",
-                 False: "does NOT fall with every wider width", None: "has steps without a verdict"}
         lines.append(f"- across widths, {trend.label}: " + ", ".join(
             f"{config.best.n_embd} {config.loss:.4f}" for config in trend.configs)
-            + f"; its loss {falls[trend.falls_monotonically]}")
+            + f"; its loss {FALLS[trend.falls_monotonically]}")
         lines += [_verdict(m) for m in trend.steps]
     return lines
 
